@@ -1,0 +1,124 @@
+"""Checked AST -> plan: the tree of leaf and derived nodes.
+
+A leaf reads events (latest_event_to_state, has_existed, has_existed_within);
+a derived node reads other nodes. Node ids are readable and stable: the
+operator's rule name and a hash of its canonical text, so the same
+sub-expression always gets the same id and is computed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from dsl import ast as A
+from dsl.ast import Kind
+from dsl.checker import Checked, typecheck
+from dsl.parser import parse
+
+LEAF_OPERATORS = (A.LatestEventToState, A.HasExisted, A.HasExistedWithin)
+DERIVED_OPERATORS = (A.Compare, A.And, A.Or, A.Not, A.DurationWhere, A.DurationInCurState)
+
+
+class PlanNode(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    id: str
+    op: str                      # the operator class name (HasExistedWithin, ...)
+    kind: Kind
+    children: tuple[str, ...]    # ids of the nodes this one reads (empty for a leaf)
+    label: str                   # canonical text of the sub-expression
+    expr: A.Node
+
+    @property
+    def is_leaf(self) -> bool:
+        return not self.children
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    source: str
+    nodes: dict[str, PlanNode]   # children before parents
+    root: str
+    aggregation: A.Aggregation | None = None
+
+    @property
+    def root_node(self) -> PlanNode:
+        return self.nodes[self.root]
+
+    @property
+    def leaves(self) -> list[PlanNode]:
+        return [n for n in self.nodes.values() if n.is_leaf]
+
+    @property
+    def derived(self) -> list[PlanNode]:
+        return [n for n in self.nodes.values() if not n.is_leaf]
+
+    def columns(self) -> list[tuple[str, ...]]:
+        """Every event field path the leaves read (and the group-by column)."""
+        seen: dict[tuple[str, ...], None] = {}
+        for node in self.leaves:
+            for col in _columns_in(node.expr):
+                seen[col.path] = None
+        if self.aggregation is not None:
+            seen[self.aggregation.group_by.path] = None
+        return list(seen)
+
+    def parents(self, node_id: str) -> list[str]:
+        return [n.id for n in self.nodes.values() if node_id in n.children]
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able view of the tree, for printing and the API."""
+        return {
+            "root": self.root,
+            "nodes": [
+                {"id": n.id, "op": n.op, "kind": n.kind.value, "leaf": n.is_leaf,
+                 "children": list(n.children), "label": n.label}
+                for n in self.nodes.values()
+            ],
+            "aggregation": self.aggregation.text() if self.aggregation else None,
+        }
+
+
+def _columns_in(node: A.Node):
+    if isinstance(node, A.Column):
+        yield node
+    for child in node.children():
+        yield from _columns_in(child)
+
+
+def node_id(expr: A.Node) -> str:
+    digest = hashlib.sha1(expr.text().encode()).hexdigest()[:8]
+    return f"{expr.rule}-{digest}"
+
+
+def build_plan(checked: Checked, source: str) -> Plan:
+    nodes: dict[str, PlanNode] = {}
+
+    def visit(expr: A.Node) -> str:
+        nid = node_id(expr)
+        if nid in nodes:
+            return nid
+        if isinstance(expr, LEAF_OPERATORS):
+            children: tuple[str, ...] = ()
+        elif isinstance(expr, A.Compare):
+            children = (visit(expr.left),)
+        elif isinstance(expr, DERIVED_OPERATORS):
+            children = tuple(visit(c) for c in expr.children())
+        else:  # the checker lets only timelines through
+            raise NotImplementedError(f"no plan rule for {type(expr).__name__}")
+        nodes[nid] = PlanNode(id=nid, op=type(expr).__name__, kind=checked.kinds[expr], children=children,
+                              label=A._strip(expr.text()), expr=expr)
+        return nid
+
+    root = visit(checked.root)
+    return Plan(source=source, nodes=nodes, root=root, aggregation=checked.query.aggregation)
+
+
+def compile_expression(source: str) -> Plan:
+    """Parse, type-check and compile an expression. Raises a DslError on mistakes."""
+    query = parse(source)
+    return build_plan(typecheck(query, source), source)

@@ -1,0 +1,298 @@
+"""Canonical span timelines for many keys at once (the algebra's data).
+
+A span set holds the timelines of keys 0..K-1 in flat numpy arrays sorted by
+(key, start). Span i covers [start[i], start[i+1]) when span i+1 has the same
+key, else [start[i], +inf). Every key's first span starts at its origin (the
+key's first event): before it the timeline is unknown. Adjacent spans never
+have equal values (canonical form), so two timelines are equal iff their
+arrays are.
+
+Kinds:
+- StateSpans: `code` into `vocab` (-1 = unknown).
+- BoolSpans: Kleene values FALSE=0, UNKNOWN=1, TRUE=2, so And = min,
+  Or = max and Not = 2 - x.
+- NumericSpans: value `v0` at `start` (NaN = unknown) and `slope` per ms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+FALSE, UNKNOWN, TRUE = 0, 1, 2
+KLEENE_TO_PY = (False, None, True)
+
+# Composite sort keys pack (key, start - base) into one int64: times may run
+# TIME_BITS of milliseconds past the earliest origin (~69 years); a breakpoint
+# beyond that (a crossing decades away) is treated as never reached.
+TIME_BITS = 41
+TIME_LIMIT = (1 << TIME_BITS) - 1
+MAX_COMPOSITE_KEYS = 1 << (62 - TIME_BITS)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The keys evaluated together and the time each key's timelines begin."""
+
+    origin: np.ndarray  # int64[K]: the key's first event time
+
+    @property
+    def n_keys(self) -> int:
+        return len(self.origin)
+
+    @property
+    def base(self) -> int:
+        return int(self.origin.min()) if len(self.origin) else 0
+
+    def horizon(self) -> int:
+        """Breakpoints at or beyond this time are 'never'."""
+        return self.base + TIME_LIMIT
+
+
+def sort_order(key: np.ndarray, start: np.ndarray, base: int) -> np.ndarray:
+    """Stable permutation sorting by (key, start); equal pairs keep input order."""
+    if len(key) and int(key.max()) < MAX_COMPOSITE_KEYS:
+        return np.argsort(composite(key, start, base), kind="stable")
+    return np.lexsort((start, key))
+
+
+def composite(key: np.ndarray, start: np.ndarray, base: int) -> np.ndarray:
+    return (key.astype(np.int64) << TIME_BITS) + (start - base)
+
+
+def _same_run(key: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """same[i] is True when element i+1 has the same (key, start) as element i."""
+    return (key[1:] == key[:-1]) & (start[1:] == start[:-1])
+
+
+def _keep_last_of_equal(key: np.ndarray, start: np.ndarray) -> np.ndarray:
+    keep = np.ones(len(key), dtype=bool)
+    if len(key) > 1:
+        keep[:-1] = ~_same_run(key, start)
+    return keep
+
+
+def next_start(key: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """End of each span: the next start of the same key, or int64 max (open)."""
+    end = np.full(len(start), np.iinfo(np.int64).max, dtype=np.int64)
+    if len(start) > 1:
+        same = key[1:] == key[:-1]
+        end[:-1] = np.where(same, start[1:], end[:-1])
+    return end
+
+
+def first_of_key(key: np.ndarray) -> np.ndarray:
+    first = np.ones(len(key), dtype=bool)
+    if len(key) > 1:
+        first[1:] = key[1:] != key[:-1]
+    return first
+
+
+def key_offsets(key: np.ndarray, n_keys: int) -> np.ndarray:
+    """offsets[k]:offsets[k+1] are key k's spans."""
+    return np.searchsorted(key, np.arange(n_keys + 1), side="left")
+
+
+@dataclass(frozen=True)
+class SpanSet:
+    key: np.ndarray    # int64
+    start: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def value_columns(self) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def take(self, index: np.ndarray) -> "SpanSet":
+        raise NotImplementedError
+
+    def python_values(self) -> list:
+        """Span values as Python objects (None = unknown)."""
+        raise NotImplementedError
+
+    def value_at(self, key: np.ndarray, t: np.ndarray, frame: Frame) -> list:
+        """The value of each key's timeline at time t (None before its origin)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class StateSpans(SpanSet):
+    code: np.ndarray            # int32, -1 = unknown
+    vocab: tuple[Any, ...]
+
+    def value_columns(self):
+        return (self.code,)
+
+    def take(self, index):
+        return StateSpans(self.key[index], self.start[index], self.code[index], self.vocab)
+
+    def python_values(self) -> list:
+        table = list(self.vocab) + [None]
+        return [table[c] for c in self.code.tolist()]
+
+
+@dataclass(frozen=True)
+class BoolSpans(SpanSet):
+    value: np.ndarray           # int8 Kleene
+
+    def value_columns(self):
+        return (self.value,)
+
+    def take(self, index):
+        return BoolSpans(self.key[index], self.start[index], self.value[index])
+
+    def python_values(self) -> list:
+        return [KLEENE_TO_PY[v] for v in self.value.tolist()]
+
+
+@dataclass(frozen=True)
+class NumericSpans(SpanSet):
+    v0: np.ndarray              # float64, NaN = unknown
+    slope: np.ndarray           # float64
+
+    def value_columns(self):
+        return (self.v0, self.slope)
+
+    def take(self, index):
+        return NumericSpans(self.key[index], self.start[index], self.v0[index], self.slope[index])
+
+    def python_values(self) -> list:
+        return [None if np.isnan(v) else _num(v) for v in self.v0.tolist()]
+
+
+def _num(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else v
+
+
+def locate(spans: SpanSet, key: np.ndarray, t: np.ndarray, frame: Frame) -> np.ndarray:
+    """Index of the span of `key` that contains time t, or -1 before the origin."""
+    base = frame.base
+    key = np.asarray(key, dtype=np.int64)
+    t = np.asarray(t, dtype=np.int64)
+    if len(spans) == 0:
+        return np.full(len(key), -1, dtype=np.int64)
+    clipped = np.clip(t, base, base + TIME_LIMIT)
+    if len(spans) and int(spans.key.max()) < MAX_COMPOSITE_KEYS:
+        idx = np.searchsorted(composite(spans.key, spans.start, base), composite(key, clipped, base),
+                              side="right") - 1
+    else:  # row-by-row fallback for very many keys
+        idx = np.array([_locate_one(spans, k, tt) for k, tt in zip(key.tolist(), clipped.tolist())], dtype=np.int64)
+    ok = (idx >= 0) & (t >= frame.origin[key])
+    ok[ok] &= spans.key[idx[ok]] == key[ok]
+    return np.where(ok, idx, -1)
+
+
+def _locate_one(spans: SpanSet, k: int, t: int) -> int:
+    lo = int(np.searchsorted(spans.key, k, side="left"))
+    hi = int(np.searchsorted(spans.key, k, side="right"))
+    i = lo + int(np.searchsorted(spans.start[lo:hi], t, side="right")) - 1
+    return i if i >= lo else -1
+
+
+def values_at(spans: SpanSet, key: np.ndarray, t: np.ndarray, frame: Frame) -> list:
+    """Python values of each (key, t) (None where unknown)."""
+    idx = locate(spans, key, t, frame)
+    out: list = []
+    vals = spans.python_values() if len(spans) else []
+    if isinstance(spans, NumericSpans):
+        for i, tt in zip(idx.tolist(), np.asarray(t).tolist()):
+            if i < 0 or np.isnan(spans.v0[i]):
+                out.append(None)
+            else:
+                out.append(_num(float(spans.v0[i] + spans.slope[i] * (tt - int(spans.start[i])))))
+        return out
+    for i in idx.tolist():
+        out.append(None if i < 0 else vals[i])
+    return out
+
+
+# --- construction ------------------------------------------------------------
+
+def assemble(parts: Sequence[tuple[np.ndarray, ...]], base: int, horizon: int) -> tuple[np.ndarray, ...]:
+    """Concatenate span parts (key, start, *values), sort by (key, start), let a
+    later part win at an equal (key, start), drop breakpoints past the horizon.
+    Does not merge equal neighbours: see `canonical_*`."""
+    width = len(parts[0])
+    cols = [np.concatenate([p[j] for p in parts]) for j in range(width)]
+    key, start = cols[0], cols[1]
+    inside = start < horizon
+    if not inside.all():
+        cols = [c[inside] for c in cols]
+        key, start = cols[0], cols[1]
+    order = sort_order(key, start, base)
+    cols = [c[order] for c in cols]
+    keep = _keep_last_of_equal(cols[0], cols[1])
+    if not keep.all():
+        cols = [c[keep] for c in cols]
+    return tuple(cols)
+
+
+def _change_points(key: np.ndarray, *values: np.ndarray) -> np.ndarray:
+    keep = np.ones(len(key), dtype=bool)
+    if len(key) > 1:
+        differs = key[1:] != key[:-1]
+        for v in values:
+            differs |= v[1:] != v[:-1]
+        keep[1:] = differs
+    return keep
+
+
+def canonical_state(key, start, code, vocab) -> StateSpans:
+    keep = _change_points(key, code)
+    return StateSpans(key[keep], start[keep], code[keep].astype(np.int32, copy=False), tuple(vocab))
+
+
+def canonical_bool(key, start, value) -> BoolSpans:
+    keep = _change_points(key, value)
+    return BoolSpans(key[keep], start[keep], value[keep].astype(np.int8, copy=False))
+
+
+def canonical_numeric(key, start, v0, slope) -> NumericSpans:
+    """Merge a span into its predecessor when the line simply continues."""
+    keep = np.ones(len(key), dtype=bool)
+    if len(key) > 1:
+        same_key = key[1:] == key[:-1]
+        prev_v0, prev_slope = v0[:-1], slope[:-1]
+        expected = prev_v0 + prev_slope * (start[1:] - start[:-1])
+        both_unknown = np.isnan(prev_v0) & np.isnan(v0[1:])
+        continues = (slope[1:] == prev_slope) & (v0[1:] == expected)
+        keep[1:] = ~(same_key & (both_unknown | continues))
+    slope = np.where(np.isnan(v0), 0.0, slope)
+    return NumericSpans(key[keep], start[keep], v0[keep], slope[keep])
+
+
+def origin_part(frame: Frame, *fill) -> tuple[np.ndarray, ...]:
+    """One span per key at its origin, with the given fill values."""
+    k = np.arange(frame.n_keys, dtype=np.int64)
+    return (k, frame.origin.astype(np.int64)) + tuple(np.full(frame.n_keys, f) for f in fill)
+
+
+def align(sets: Sequence[SpanSet], frame: Frame) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Merge the breakpoints of several span sets over the same keys.
+
+    Returns (key, start, idx) where idx[i][j] is the span of set i that holds at
+    breakpoint j. Each set starts every key at its origin, so every set has a
+    span at every breakpoint.
+    """
+    base = frame.base
+    lengths = [len(s) for s in sets]
+    key = np.concatenate([s.key for s in sets])
+    start = np.concatenate([s.start for s in sets])
+    source = np.repeat(np.arange(len(sets), dtype=np.int8), lengths)
+    order = sort_order(key, start, base)
+    key, start, source = key[order], start[order], source[order]
+    idx = [np.cumsum(source == i) - 1 for i in range(len(sets))]
+    keep = _keep_last_of_equal(key, start)
+    # cumsum counts per set; offset into each set is that count.
+    return key[keep], start[keep], [ix[keep] for ix in idx]
+
+
+def spans_of_key(spans: SpanSet, offsets: np.ndarray, k: int) -> slice:
+    return slice(int(offsets[k]), int(offsets[k + 1]))
+
+
+def empty_like(spans: SpanSet) -> SpanSet:
+    return spans.take(np.zeros(0, dtype=np.int64))
