@@ -1,0 +1,395 @@
+"""The incremental evaluator: per key, batches of events in, span changes out.
+
+Every operator is causal (a timeline's value at t depends only on events at or
+before t), so a batch whose earliest event is at time s changes timelines only
+on [s, +inf). A change is a `SpanPatch`: "from `since` on, the timeline is
+these spans". Node steps are pure state machines:
+
+- `LeafStep` keeps, per key, the key's origin and the events the leaf needs,
+  and re-evaluates the affected keys with the leaf's operator handler;
+- `DerivedStep` keeps, per key, its children's timelines, applies their
+  patches, and re-evaluates the affected keys with its operator handler.
+
+Both call the handlers of `dsl.operators` on multi-key span sets, the same
+functions the batch evaluator calls, so streaming and batch results are equal
+by construction. `IncrementalEvaluator` wires the steps of a whole plan in one
+process; the durable runtime runs each step in its own workflow.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from dsl import ast as A
+from dsl.compiler import Plan, PlanNode
+from dsl.events import CodedColumn, EventFrame, ValueEncoder, same_value
+from dsl.operators import derived_handler, leaf_handler
+from dsl.spans import (
+    TRUE, UNKNOWN, BoolSpans, Frame, NumericSpans, SpanSet, StateSpans, key_offsets,
+)
+from dsl.ast import Kind
+
+
+class EventBatch(BaseModel):
+    """Events in arrival order, as columns (not a dict per event)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    keys: list[str]
+    times: list[int]
+    columns: dict[str, list[Any]] = {}   # dotted path -> value per event (None = missing)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def from_events(cls, events: Iterable[tuple[str, int, dict[str, Any]]], paths: Sequence[str]) -> "EventBatch":
+        keys, times = [], []
+        columns: dict[str, list[Any]] = {p: [] for p in paths}
+        for key, time, fields in events:
+            keys.append(key)
+            times.append(time)
+            for p in paths:
+                columns[p].append(fields.get(p))
+        return cls(keys=keys, times=times, columns=columns)
+
+
+class KeyTimeline(BaseModel):
+    """One key's canonical timeline: spans from `starts[i]` to the next start.
+
+    `slopes` is set for numeric timelines only; a value of None is unknown.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    starts: list[int] = []
+    values: list[Any] = []
+    slopes: list[float] | None = None
+
+    def value_at(self, t: int) -> Any:
+        i = bisect.bisect_right(self.starts, t) - 1
+        if i < 0:
+            return None
+        v = self.values[i]
+        if self.slopes is None or v is None:
+            return v
+        return _num(v + self.slopes[i] * (t - self.starts[i]))
+
+    def since(self, t: int) -> "KeyTimeline":
+        """The part on [t, +inf), its first span clipped to start at t."""
+        i = bisect.bisect_right(self.starts, t) - 1
+        if i < 0:
+            return self
+        starts = [t] + self.starts[i + 1:]
+        values = list(self.values[i:])
+        slopes = None if self.slopes is None else list(self.slopes[i:])
+        if slopes is not None and values[0] is not None:
+            values[0] = _num(values[0] + slopes[0] * (t - self.starts[i]))
+        return KeyTimeline(starts=starts, values=values, slopes=slopes)
+
+    def with_patch(self, patch: "SpanPatch") -> "KeyTimeline":
+        cut = bisect.bisect_left(self.starts, patch.since)
+        starts = self.starts[:cut] + list(patch.starts)
+        values = self.values[:cut] + list(patch.values)
+        slopes = None
+        if patch.slopes is not None or self.slopes is not None:
+            slopes = list(self.slopes or [])[:cut] + list(patch.slopes or [])
+        return _canonical(starts, values, slopes)
+
+
+def _num(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else v
+
+
+def _canonical(starts: list[int], values: list[Any], slopes: list[float] | None) -> KeyTimeline:
+    """Merge neighbours that carry the same value (or continue the same line)."""
+    out_s: list[int] = []
+    out_v: list[Any] = []
+    out_m: list[float] | None = None if slopes is None else []
+    for i, (s, v) in enumerate(zip(starts, values)):
+        if out_s:
+            pv = out_v[-1]
+            if slopes is None:
+                if _same(pv, v):
+                    continue
+            else:
+                m, pm = slopes[i], out_m[-1]  # type: ignore[index]
+                if pv is None and v is None:
+                    continue
+                if pv is not None and v is not None and m == pm and pv + pm * (s - out_s[-1]) == v:
+                    continue
+        out_s.append(s)
+        out_v.append(v)
+        if out_m is not None:
+            out_m.append(0.0 if v is None else slopes[i])  # type: ignore[index]
+    if not out_s:
+        return KeyTimeline()
+    return KeyTimeline(starts=out_s, values=out_v, slopes=out_m)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return same_value(a, b)
+
+
+class SpanPatch(BaseModel):
+    """A change to one key's timeline: on [since, +inf) it is now these spans."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    since: int
+    starts: list[int]
+    values: list[Any]
+    slopes: list[float] | None = None
+
+
+def diff(key: str, old: KeyTimeline, new: KeyTimeline) -> SpanPatch | None:
+    """The smallest patch turning `old` into `new` (None when they are equal)."""
+    n = min(len(old.starts), len(new.starts))
+    first: int | None = None
+    for i in range(n):
+        if old.starts[i] != new.starts[i]:
+            first = min(old.starts[i], new.starts[i])
+            break
+        same = _same(old.values[i], new.values[i])
+        if same and new.slopes is not None:
+            same = (old.slopes or [None] * n)[i] == new.slopes[i]
+        if not same:
+            first = new.starts[i]
+            break
+    if first is None:
+        if len(old.starts) == len(new.starts):
+            return None
+        first = new.starts[n] if len(new.starts) > n else old.starts[n]
+    # From `first` on the timeline is `new`: clip its span that holds `first`.
+    part = new.since(first) if new.starts and first >= new.starts[0] else new
+    return SpanPatch(key=key, since=first, starts=part.starts, values=part.values, slopes=part.slopes)
+
+
+# --- converting between per-key timelines and span sets -------------------------------
+
+
+def to_span_set(kind: Kind, timelines: Sequence[KeyTimeline], frame: Frame) -> SpanSet:
+    """Span set of keys 0..len-1, each padded with unknown back to its frame origin."""
+    keys: list[int] = []
+    starts: list[int] = []
+    values: list[Any] = []
+    slopes: list[float] = []
+    for k, tl in enumerate(timelines):
+        origin = int(frame.origin[k])
+        if not tl.starts or tl.starts[0] > origin:
+            keys.append(k)
+            starts.append(origin)
+            values.append(None)
+            slopes.append(0.0)
+        keys.extend([k] * len(tl.starts))
+        starts.extend(tl.starts)
+        values.extend(tl.values)
+        slopes.extend(tl.slopes if tl.slopes is not None else [0.0] * len(tl.starts))
+    key = np.array(keys, dtype=np.int64)
+    start = np.array(starts, dtype=np.int64)
+    if kind == Kind.NUMERIC:
+        v0 = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        return NumericSpans(key, start, v0, np.array(slopes, dtype=np.float64))
+    if kind == Kind.BOOLEAN:
+        value = np.array([UNKNOWN if v is None else (TRUE if v else 0) for v in values], dtype=np.int8)
+        return BoolSpans(key, start, value)
+    encoder = ValueEncoder()
+    code = np.array([encoder.code(v) for v in values], dtype=np.int32)
+    return StateSpans(key, start, code, tuple(encoder.vocab))
+
+
+def from_span_set(spans: SpanSet, n_keys: int) -> list[KeyTimeline]:
+    """Per-key timelines of a span set. A leading unknown span is kept: it marks
+    the key's origin, from which duration_where counts."""
+    offsets = key_offsets(spans.key, n_keys)
+    starts = spans.start.tolist()
+    values = spans.python_values()
+    slopes = spans.slope.tolist() if isinstance(spans, NumericSpans) else None
+    out = []
+    for k in range(n_keys):
+        lo, hi = int(offsets[k]), int(offsets[k + 1])
+        out.append(KeyTimeline(starts=starts[lo:hi], values=values[lo:hi],
+                               slopes=None if slopes is None else slopes[lo:hi]))
+    return out
+
+
+# --- node steps --------------------------------------------------------------------
+
+
+@dataclass
+class KeyEvents:
+    """What a leaf keeps of one key: its origin and the events it needs."""
+
+    origin: int
+    times: list[int] = field(default_factory=list)     # sorted by (time, seq)
+    seqs: list[int] = field(default_factory=list)
+    rows: list[tuple] = field(default_factory=list)    # field values, in the leaf's column order
+
+
+class LeafStep:
+    """A leaf node over many keys: event batches in, patches out."""
+
+    def __init__(self, node: PlanNode):
+        self.node = node
+        self.handler = leaf_handler(node.expr)
+        self.paths = [c.path for c in _columns(node.expr)]
+        self.keys: dict[str, KeyEvents] = {}
+        self.timelines: dict[str, KeyTimeline] = {}
+        self.seq = 0
+
+    def _relevant(self, row: tuple) -> bool:
+        # Events without any field the leaf reads only move the origin.
+        return any(v is not None for v in row)
+
+    def apply(self, batch: EventBatch) -> list[SpanPatch]:
+        cols = [batch.columns.get(".".join(p), [None] * len(batch)) for p in self.paths]
+        touched: dict[str, None] = {}
+        for i, (key, t) in enumerate(zip(batch.keys, batch.times)):
+            self.seq += 1
+            state = self.keys.get(key)
+            if state is None:
+                state = self.keys[key] = KeyEvents(origin=t)
+            state.origin = min(state.origin, t)
+            row = tuple(c[i] for c in cols)
+            if self._relevant(row):
+                pos = bisect.bisect_right(state.times, t)  # after equal times: arrival order
+                state.times.insert(pos, t)
+                state.seqs.insert(pos, self.seq)
+                state.rows.insert(pos, row)
+            touched[key] = None
+        return self._recompute(list(touched))
+
+    def _recompute(self, keys: list[str]) -> list[SpanPatch]:
+        if not keys:
+            return []
+        key_idx, times, rows = [], [], []
+        for k, name in enumerate(keys):
+            state = self.keys[name]
+            key_idx.append(k)
+            times.append(state.origin)
+            rows.append((None,) * len(self.paths))
+            key_idx.extend([k] * len(state.times))
+            times.extend(state.times)
+            rows.extend(state.rows)
+        columns = {}
+        for j, path in enumerate(self.paths):
+            encoder = ValueEncoder()
+            columns[path] = encoder.encode(r[j] for r in rows)
+        frame = EventFrame.build(np.array(key_idx), np.array(times), columns, n_keys=len(keys))
+        spans = self.handler(self.node.expr, frame)
+        return _emit(keys, from_span_set(spans, len(keys)), self.timelines)
+
+    def timeline(self, key: str) -> KeyTimeline:
+        return self.timelines.get(key, KeyTimeline())
+
+
+class DerivedStep:
+    """A derived node over many keys: children's patches in, its own patches out."""
+
+    def __init__(self, node: PlanNode, child_kinds: Sequence[Kind]):
+        self.node = node
+        self.handler = derived_handler(node.expr)
+        self.child_kinds = list(child_kinds)
+        self.children: list[dict[str, KeyTimeline]] = [{} for _ in node.children]
+        self.timelines: dict[str, KeyTimeline] = {}
+
+    def apply(self, child_patches: Sequence[Sequence[SpanPatch]]) -> list[SpanPatch]:
+        """`child_patches[i]` are the patches of child i (in plan order)."""
+        touched: dict[str, None] = {}
+        for i, patches in enumerate(child_patches):
+            store = self.children[i]
+            for p in patches:
+                store[p.key] = store.get(p.key, KeyTimeline()).with_patch(p)
+                touched[p.key] = None
+        return self._recompute(list(touched))
+
+    def _recompute(self, keys: list[str]) -> list[SpanPatch]:
+        if not keys:
+            return []
+        per_child = [[store.get(k, KeyTimeline()) for k in keys] for store in self.children]
+        origin = np.array([
+            min((tl[k].starts[0] for tl in per_child if tl[k].starts), default=0) for k in range(len(keys))
+        ], dtype=np.int64)
+        frame = Frame(origin)
+        sets = [to_span_set(kind, tls, frame) for kind, tls in zip(self.child_kinds, per_child)]
+        spans = self.handler(self.node.expr, frame, *sets)
+        return _emit(keys, from_span_set(spans, len(keys)), self.timelines)
+
+    def timeline(self, key: str) -> KeyTimeline:
+        return self.timelines.get(key, KeyTimeline())
+
+
+def _emit(keys: list[str], new: list[KeyTimeline], store: dict[str, KeyTimeline]) -> list[SpanPatch]:
+    patches = []
+    for name, tl in zip(keys, new):
+        patch = diff(name, store.get(name, KeyTimeline()), tl)
+        store[name] = tl
+        if patch is not None:
+            patches.append(patch)
+    return patches
+
+
+def _columns(expr: A.Node):
+    seen: dict[A.Column, None] = {}
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, A.Column):
+            seen[node] = None
+        stack.extend(reversed(node.children()))
+    return list(seen)
+
+
+# --- a whole plan in one process ---------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    """What one batch changed: patches per node id, and each touched key's watermark."""
+
+    patches: dict[str, list[SpanPatch]]
+    watermarks: dict[str, int]
+
+
+class IncrementalEvaluator:
+    """Runs the steps of a plan in one process (tests, the embedded demo)."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.steps: dict[str, LeafStep | DerivedStep] = {}
+        for node in plan.nodes.values():
+            if node.is_leaf:
+                self.steps[node.id] = LeafStep(node)
+            else:
+                kinds = [plan.nodes[c].kind for c in node.children]
+                self.steps[node.id] = DerivedStep(node, kinds)
+        self.latest: dict[str, int] = {}
+
+    def apply(self, batch: EventBatch) -> BatchResult:
+        patches: dict[str, list[SpanPatch]] = {}
+        for node in self.plan.nodes.values():
+            step = self.steps[node.id]
+            if isinstance(step, LeafStep):
+                patches[node.id] = step.apply(batch)
+            else:
+                patches[node.id] = step.apply([patches[c] for c in node.children])
+        watermarks: dict[str, int] = {}
+        for key, t in zip(batch.keys, batch.times):
+            self.latest[key] = max(self.latest.get(key, t), t)
+            watermarks[key] = self.latest[key]
+        return BatchResult(patches=patches, watermarks=watermarks)
+
+    def timeline(self, key: str, node_id: str | None = None) -> KeyTimeline:
+        return self.steps[node_id or self.plan.root].timeline(key)
+
+    def keys(self) -> list[str]:
+        return list(self.latest)

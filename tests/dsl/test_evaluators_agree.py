@@ -1,0 +1,151 @@
+"""Property tests: batch == incremental == the per-ms reference, on random
+events (out-of-order arrival, equal timestamps, missing fields) and random
+well-typed expressions."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsl import ast as A
+from dsl.batch import evaluate
+from dsl.checker import typecheck
+from dsl.compiler import compile_expression
+from dsl.events import EventFrame, encode_column
+from dsl.incremental import EventBatch, IncrementalEvaluator, from_span_set
+from dsl.parser import parse
+from timeline_reference import Reference
+
+KEYS = ["a", "b", "c"]
+FIELDS = ["s", "n", "f"]
+
+# --- random events ---------------------------------------------------------------
+
+event_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "s": st.sampled_from(["x", "y", "z"]),
+        "n": st.one_of(st.integers(0, 4), st.sampled_from([1.0, 2.5])),
+        "f": st.booleans(),
+    },
+)
+event = st.tuples(st.sampled_from(KEYS), st.integers(0, 40), event_fields)
+events_strategy = st.lists(event, min_size=1, max_size=25)
+
+# --- random expressions (as text, so the parser and checker are exercised too) ---
+
+predicate_leaf = st.sampled_from([
+    's == "x"', 's != "y"', 'n > 1', 'n <= 2', 'n == 2.5', 'f == true', 'col("s") == "z"', 'n >= 1 && s == "x"',
+    '!(s == "x")', 's == "y" || n < 1', 'n == s', 'col("n") != col("n")',
+])
+window = st.sampled_from(["1ms", "3ms", "7ms", "15ms"])
+small_duration = st.sampled_from(["0ms", "1ms", "2ms", "5ms", "9ms", "0.004"])
+state_leaf = st.sampled_from(["latest_event_to_state(s)", "latest_event_to_state(n)", 'TL_LatestEventToState(col("f"))'])
+
+
+def boolean_exprs():
+    base = st.one_of(
+        predicate_leaf.map(lambda p: f"has_existed({p})"),
+        st.tuples(predicate_leaf, window).map(lambda t: f"has_existed_within({t[0]}, {t[1]})"),
+        state_leaf.filter(lambda s: "(s)" in s).map(lambda s: f'{s} == "y"'),
+        st.sampled_from(["latest_event_to_state(n) >= 2", "latest_event_to_state(n) < 2",
+                         'latest_event_to_state(f) == true', 'latest_event_to_state(s) != "x"']),
+    )
+
+    def extend(inner):
+        numeric = numeric_exprs(inner)
+        return st.one_of(
+            st.tuples(inner, inner).map(lambda t: f"({t[0]} && {t[1]})"),
+            st.tuples(inner, inner).map(lambda t: f"({t[0]} || {t[1]})"),
+            inner.map(lambda b: f"!({b})"),
+            st.tuples(inner, inner).map(lambda t: f"And({t[0]}, {t[1]})"),
+            st.tuples(numeric, st.sampled_from(["<", "<=", ">", ">=", "==", "!="]), small_duration)
+            .map(lambda t: f"{t[0]} {t[1]} {t[2]}"),
+            inner.map(lambda b: f"({b}) == false"),
+        )
+
+    return st.recursive(base, extend, max_leaves=6)
+
+
+def numeric_exprs(boolean):
+    return st.one_of(
+        boolean.map(lambda b: f"duration_where({b})"),
+        state_leaf.map(lambda s: f"duration_in_cur_state({s})"),
+        boolean.map(lambda b: f"TL_DurationInCurState({b})"),
+    )
+
+
+BOOLEAN = boolean_exprs()
+TIMELINE = st.one_of(BOOLEAN, state_leaf, numeric_exprs(BOOLEAN))
+
+
+# --- helpers -----------------------------------------------------------------------
+
+def batch_timelines(plan, events):
+    names = list(dict.fromkeys(k for k, _, _ in events))
+    index = {k: i for i, k in enumerate(names)}
+    key = np.array([index[k] for k, _, _ in events])
+    time = np.array([t for _, t, _ in events])
+    names_of_fields = sorted({f for _, _, fields in events for f in fields} | set(FIELDS))
+    columns = {(f,): encode_column([fields.get(f) for _, _, fields in events]) for f in names_of_fields}
+    frame = EventFrame.build(key, time, columns, n_keys=len(names))
+    results = evaluate(plan, frame)
+    return {nid: dict(zip(names, from_span_set(s, len(names)))) for nid, s in results.items()}
+
+
+def windows_total(plan) -> int:
+    total = 0
+    for node in plan.nodes.values():
+        if isinstance(node.expr, A.HasExistedWithin):
+            total += int(node.expr.window.ms)
+    return total
+
+
+def check_against_reference(source, events):
+    plan = compile_expression(source)
+    checked = typecheck(parse(source), source)
+    timelines = batch_timelines(plan, events)
+    hi = max(t for _, t, _ in events) + windows_total(plan) + 12
+    for name in dict.fromkeys(k for k, _, _ in events):
+        mine = [(t, seq, f) for seq, (k, t, f) in enumerate(events) if k == name]
+        ref = Reference(mine, lo=-2, hi=hi)
+        for node in plan.nodes.values():
+            tl = timelines[node.id][name]
+            expected = ref.series(node.expr)
+            got = [tl.value_at(t) for t in range(-2, hi)]
+            assert got == expected, (source, name, node.label, tl, list(zip(range(-2, hi), expected)))
+    assert checked.root == plan.root_node.expr
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=TIMELINE, events=events_strategy)
+def test_batch_equals_per_ms_reference(source, events):
+    check_against_reference(source, events)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=TIMELINE, events=events_strategy, cuts=st.lists(st.integers(0, 25), max_size=6))
+def test_incremental_equals_batch_after_every_batch(source, events, cuts):
+    plan = compile_expression(source)
+    evaluator = IncrementalEvaluator(plan)
+    bounds = sorted(set([0, len(events)] + [c for c in cuts if c < len(events)]))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        chunk = events[lo:hi]
+        evaluator.apply(EventBatch(
+            keys=[k for k, _, _ in chunk], times=[t for _, t, _ in chunk],
+            columns={f: [fields.get(f) for _, _, fields in chunk] for f in FIELDS},
+        ))
+        expected = batch_timelines(plan, events[:hi])
+        for node_id, per_key in expected.items():
+            for name, tl in per_key.items():
+                assert evaluator.timeline(name, node_id) == tl, (source, node_id, name)
+
+
+def test_spec_cir_example_matches_reference():
+    source = ('TL_DurationWhere(TL_HasExisted(col("playerStateChange") == "play") && '
+              '!TL_HasExistedWithin(col("playerStateChange") == "seek", 5ms) && '
+              'TL_LatestEventToState(col("playerStateChange")) == "buffer")')
+    events = [("s", 1, {"playerStateChange": "play"}), ("s", 2, {"playerStateChange": "seek"}),
+              ("s", 5, {"playerStateChange": "buffer"}), ("s", 9, {"playerStateChange": "play"})]
+    check_against_reference(source, events)
