@@ -177,7 +177,7 @@ class HasExisted(Node):
         return (self.predicate,)
 
     def text(self) -> str:
-        return f"has_existed({_strip(self.predicate.text())})"
+        return f"has_existed({strip_parens(self.predicate.text())})"
 
 
 class HasExistedWithin(Node):
@@ -189,7 +189,7 @@ class HasExistedWithin(Node):
         return (self.predicate, self.window)
 
     def text(self) -> str:
-        return f"has_existed_within({_strip(self.predicate.text())}, {self.window.text()})"
+        return f"has_existed_within({strip_parens(self.predicate.text())}, {self.window.text()})"
 
 
 class DurationWhere(Node):
@@ -200,7 +200,7 @@ class DurationWhere(Node):
         return (self.condition,)
 
     def text(self) -> str:
-        return f"duration_where({_strip(self.condition.text())})"
+        return f"duration_where({strip_parens(self.condition.text())})"
 
 
 class DurationInCurState(Node):
@@ -211,10 +211,10 @@ class DurationInCurState(Node):
         return (self.timeline,)
 
     def text(self) -> str:
-        return f"duration_in_cur_state({_strip(self.timeline.text())})"
+        return f"duration_in_cur_state({strip_parens(self.timeline.text())})"
 
 
-def _strip(text: str) -> str:
+def strip_parens(text: str) -> str:
     """Drop one pair of redundant outer parentheses, for readable labels."""
     if text.startswith("(") and text.endswith(")"):
         depth = 0
@@ -251,7 +251,7 @@ class Query(Node):
         return (self.expr,)
 
     def text(self) -> str:
-        body = _strip(self.expr.text())
+        body = strip_parens(self.expr.text())
         return body if self.aggregation is None else f"{body} | {self.aggregation.text()}"
 
 

@@ -98,10 +98,10 @@ class _Checker:
     def _not_boolean(self, sub, kind, word, target, mixed):
         if kind == Kind.STATE:
             self.fail(sub, f"'{word}' needs {kind_words(target)}, but this is a state timeline",
-                      f'a comparison, like {sub.text()} == "value"')
+                      f'a comparison, like {_t(sub)} == "value"')
         if kind == Kind.COLUMN:
-            self.fail(sub, f"'{word}' needs a test, but '{sub.text()}' is a bare column",
-                      f'a comparison, like {sub.text()} == "value"')
+            self.fail(sub, f"'{word}' needs a test, but '{_t(sub)}' is a bare column",
+                      f'a comparison, like {_t(sub)} == "value"')
         if mixed and kind in (Kind.PREDICATE, Kind.BOOLEAN):
             self.fail(sub, f"'{word}' mixes an event predicate with a boolean timeline",
                       "predicates inside has_existed(...); timelines outside: "
@@ -149,13 +149,13 @@ class _Checker:
             self.fail(right, f"an event field is compared with {kind_words(rk)}",
                       "a constant or another field of the same event")
         if op in ORDERING and isinstance(right, A.Literal) and not _is_number(right.value):
-            self.fail(right, f"'{op}' needs a number, got {right.text()}", "== or != for strings and booleans")
+            self.fail(right, f"'{op}' needs a number, got {_t(right)}", "== or != for strings and booleans")
         return A.Compare(op=op, left=left, right=right, at=node.at), Kind.PREDICATE
 
     def _compare_timeline(self, node, op, left, lk, right, rk):
         if rk == Kind.COLUMN:
-            self.fail(right, f"'{right.text()}' is a column, not a constant",
-                      f"a constant; to follow a field over time use latest_event_to_state({right.text()})")
+            self.fail(right, f"'{_t(right)}' is a column, not a constant",
+                      f"a constant; to follow a field over time use latest_event_to_state({_t(right)})")
         if rk not in (Kind.CONSTANT, Kind.DURATION):
             self.fail(node, f"a timeline can only be compared with a constant, got {kind_words(rk)}",
                       'a constant, like == "buffer" or > 5s')
@@ -163,12 +163,12 @@ class _Checker:
         if lk == Kind.NUMERIC:
             if rk == Kind.CONSTANT:
                 if not _is_number(value):
-                    self.fail(right, f"a duration timeline is compared with {right.text()}",
+                    self.fail(right, f"a duration timeline is compared with {_t(right)}",
                               "a duration like 10m, or a number of seconds")
                 right = A.Duration(ms=float(value) * 1000.0, unit="", at=right.at)
         elif lk == Kind.BOOLEAN:
             if rk == Kind.DURATION or not isinstance(value, bool):
-                self.fail(right, f"a boolean timeline is compared with {right.text()}", "true or false")
+                self.fail(right, f"a boolean timeline is compared with {_t(right)}", "true or false")
             if op in ORDERING:
                 self.fail(node, f"'{op}' does not order booleans", "== true / == false, or the timeline itself")
         else:  # state
@@ -177,7 +177,7 @@ class _Checker:
                           "a plain constant; durations compare with duration timelines "
                           "(duration_where, duration_in_cur_state)")
             if op in ORDERING and not _is_number(value):
-                self.fail(right, f"'{op}' needs a number, got {right.text()}", "== or != for strings and booleans")
+                self.fail(right, f"'{op}' needs a number, got {_t(right)}", "== or != for strings and booleans")
         return A.Compare(op=op, left=left, right=right, at=node.at), Kind.BOOLEAN
 
     # --- timeline operators ------------------------------------------------
@@ -197,8 +197,8 @@ class _Checker:
             self.fail(pred, f"{op_name} takes an event predicate, got a boolean timeline",
                       f'a test of one event, like {op_name}(col("event") == "play")')
         if kind == Kind.COLUMN:
-            self.fail(pred, f"{op_name} needs a test, but '{pred.text()}' is a bare column",
-                      f'a comparison, like {pred.text()} == "value"')
+            self.fail(pred, f"{op_name} needs a test, but '{_t(pred)}' is a bare column",
+                      f'a comparison, like {_t(pred)} == "value"')
         self.fail(pred, f"{op_name} takes an event predicate, got {kind_words(kind)}",
                   f'a test of one event, like {op_name}(col("event") == "play")')
 
@@ -215,7 +215,7 @@ class _Checker:
             self.fail(window, f"the window of has_existed_within must be a duration, got {kind_words(kind)}",
                       "a duration like 500ms, 5s, 10m, 1h, 1d (a bare number is seconds)", cls=DurationError)
         if window.ms <= 0 or not float(window.ms).is_integer():
-            self.fail(window, f"the window must be a positive whole number of milliseconds, got {window.text()}",
+            self.fail(window, f"the window must be a positive whole number of milliseconds, got {_t(window)}",
                       "a duration like 500ms, 5s, 10m", cls=DurationError)
         self.kinds[window] = Kind.DURATION
         return A.HasExistedWithin(predicate=pred, window=window, at=node.at), Kind.BOOLEAN
@@ -225,7 +225,7 @@ class _Checker:
         if kind != Kind.BOOLEAN:
             if kind == Kind.PREDICATE:
                 self.fail(cond, "duration_where takes a boolean timeline, got an event predicate",
-                          f"wrap it: duration_where(has_existed({cond.text()}))")
+                          f"wrap it: duration_where(has_existed({_t(cond)}))")
             self.fail(cond, f"duration_where takes a boolean timeline, got {kind_words(kind)}",
                       'a boolean timeline, like latest_event_to_state(x) == "buffer"')
         return A.DurationWhere(condition=cond, at=node.at), Kind.NUMERIC
@@ -233,7 +233,7 @@ class _Checker:
     def check_DurationInCurState(self, node: A.DurationInCurState):
         sub, kind = self.check(node.timeline)
         if kind not in (Kind.STATE, Kind.BOOLEAN):
-            hint = (f"latest_event_to_state({sub.text()})" if kind == Kind.COLUMN
+            hint = (f"latest_event_to_state({_t(sub)})" if kind == Kind.COLUMN
                     else "a state or boolean timeline, like latest_event_to_state(x)")
             self.fail(sub, f"duration_in_cur_state takes a state timeline, got {kind_words(kind)}", hint)
         return A.DurationInCurState(timeline=sub, at=node.at), Kind.NUMERIC
@@ -242,13 +242,18 @@ class _Checker:
         expr, kind = self.check(node.expr)
         if not kind.is_timeline:
             if kind == Kind.PREDICATE:
-                hint = f"a timeline, e.g. has_existed({expr.text()})"
+                hint = f"a timeline, e.g. has_existed({_t(expr)})"
             elif kind == Kind.COLUMN:
-                hint = f"a timeline, e.g. latest_event_to_state({expr.text()})"
+                hint = f"a timeline, e.g. latest_event_to_state({_t(expr)})"
             else:
                 hint = "a timeline operator, like has_existed(...) or duration_where(...)"
             self.fail(expr, f"the expression is {kind_words(kind)}, not a timeline", hint)
         return A.Query(expr=expr, aggregation=node.aggregation, at=node.at), kind
+
+
+def _t(node: A.Node) -> str:
+    """A node's text for messages, without redundant outer parentheses."""
+    return A.strip_parens(node.text())
 
 
 def _is_number(value) -> bool:

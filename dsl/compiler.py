@@ -111,7 +111,7 @@ def build_plan(checked: Checked, source: str) -> Plan:
         else:  # the checker lets only timelines through
             raise NotImplementedError(f"no plan rule for {type(expr).__name__}")
         nodes[nid] = PlanNode(id=nid, op=type(expr).__name__, kind=checked.kinds[expr], children=children,
-                              label=A._strip(expr.text()), expr=expr)
+                              label=A.strip_parens(expr.text()), expr=expr)
         return nid
 
     root = visit(checked.root)
