@@ -7,14 +7,17 @@ problem is redone line by line so each bad line gets its number and reason.
 
 from __future__ import annotations
 
+import gc
+
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Iterable, Sequence, Union
 
 import msgspec
 import numpy as np
 
 from dsl.errors import EventError
-from dsl.events import MISSING, CodedColumn, EventFrame, get_path, parse_key, parse_time
+from dsl.events import CodedColumn, EventFrame, get_path, parse_key, parse_time, value_identity
 
 CHUNK_BYTES = 4 << 20
 
@@ -66,7 +69,8 @@ class _PathTree:
             typ = self._build(sub) if isinstance(sub, dict) else sub
             fields.append((attr, Union[typ, None] if isinstance(sub, dict) else typ, None))
         self.counter += 1
-        return msgspec.defstruct(f"Event{self.counter}", fields, rename=rename, forbid_unknown_fields=False)
+        return msgspec.defstruct(f"Event{self.counter}", fields, rename=rename, forbid_unknown_fields=False,
+                                 gc=False)  # a million small structs: keep them out of the cycle collector
 
 
 def _extract(rows: list, path: tuple[str, ...]) -> list:
@@ -108,11 +112,11 @@ def _fast_extract(rows: list, path: tuple[str, ...], struct_type) -> list:
         sub = typ.__annotations__.get(attr) if hasattr(typ, "__annotations__") else None
         typ = _struct_in(sub)
     if len(attrs) == 1:
-        a = attrs[0]
-        return [getattr(o, a) for o in rows]
+        return list(map(attrgetter(attrs[0]), rows))
     out = rows
     for a in attrs:
-        out = [None if o is None else getattr(o, a) for o in out]
+        get = attrgetter(a)
+        out = [None if o is None else get(o) for o in out]
     return out
 
 
@@ -131,6 +135,16 @@ def decode_jsonl(
     paths: Sequence[tuple[str, ...]],
 ) -> DecodedEvents:
     """Decode newline-delimited JSON events into an EventFrame."""
+    was_enabled = gc.isenabled()
+    gc.disable()  # millions of new objects, no cycles: skip the collector's passes
+    try:
+        return _decode_jsonl(data, key_path, time_path, paths)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _decode_jsonl(data, key_path, time_path, paths) -> DecodedEvents:
     tree = _PathTree(paths, key_path, time_path)
     chunk_decoder = msgspec.json.Decoder(tree.type)
     any_decoder = msgspec.json.Decoder()
@@ -229,26 +243,51 @@ def _decode_line(raw: bytes, decoder, any_decoder, key_path, time_path, key_s, t
 
 def _factorize_keys(keys: list) -> tuple[list[str], np.ndarray]:
     """Codes in first-seen order; 7 and "7" are one key (keys are reported as strings)."""
-    index: dict = {}
-    names: list[str] = []
+    index = _first_seen_index(keys)
+    codes = np.fromiter(map(index.__getitem__, keys), dtype=np.int64, count=len(keys))
+    names = [k if isinstance(k, str) else str(k) for k in index]
+    if len(set(names)) == len(names):
+        return names, codes
+    # Some int key and str key print the same: merge them.
     by_name: dict[str, int] = {}
-    codes = np.empty(len(keys), dtype=np.int64)
-    for i, k in enumerate(keys):
-        c = index.get(k)
-        if c is None:
-            name = k if isinstance(k, str) else str(k)
-            c = by_name.get(name)
-            if c is None:
-                c = by_name[name] = len(names)
-                names.append(name)
-            index[k] = c
-        codes[i] = c
-    return names, codes
+    remap = np.array([by_name.setdefault(nm, len(by_name)) for nm in names], dtype=np.int64)
+    return list(by_name), remap[codes]
+
+
+def _first_seen_index(values: list) -> dict:
+    """{value: code} in first-seen order, built in C by dict.fromkeys."""
+    index = dict.fromkeys(values)
+    for code, value in enumerate(index):
+        index[value] = code
+    return index
 
 
 def encode_values(values: list) -> CodedColumn:
-    """Dictionary-encode a column; kind-aware so 1, 1.0, True and "1" are told apart correctly."""
-    strs: dict[str, int] = {}
+    """Dictionary-encode a column; kind-aware so 1 == 1.0 but True, 1 and "1" differ."""
+    try:
+        index = _first_seen_index(values)
+        codes = np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values))
+    except TypeError:  # unhashable values (objects, arrays)
+        return _encode_values_by_kind(values)
+    vocab = list(index)
+    kinds = {type(v) for v in vocab}
+    # dict.fromkeys folds True into 1 and False into 0: look for booleans among
+    # the values themselves whenever such a key is there.
+    maybe_bool = (True in index or False in index) and any(v.__class__ is bool for v in values)
+    if maybe_bool or not kinds <= {str, int, float, type(None)}:
+        # A dict confuses True with 1 (and 1.0): tell kinds apart the slow way.
+        return _encode_values_by_kind(values)
+    if None in index:
+        none_code = index[None]
+        vocab.pop(none_code)
+        shift = np.arange(len(vocab) + 1, dtype=np.int32)
+        shift[none_code + 1:] -= 1
+        shift[none_code] = -1
+        codes = shift[codes]
+    return CodedColumn(codes, vocab)
+
+
+def _encode_values_by_kind(values: list) -> CodedColumn:
     others: dict[tuple, int] = {}
     vocab: list = []
     codes = np.empty(len(values), dtype=np.int32)
@@ -256,16 +295,10 @@ def encode_values(values: list) -> CodedColumn:
         if v is None:
             codes[i] = -1
             continue
-        if v.__class__ is str:
-            c = strs.get(v)
-            if c is None:
-                c = strs[v] = len(vocab)
-                vocab.append(v)
-        else:
-            ident = ("b", v) if isinstance(v, bool) else ("n", v) if isinstance(v, (int, float)) else ("j", repr(v))
-            c = others.get(ident)
-            if c is None:
-                c = others[ident] = len(vocab)
-                vocab.append(v)
+        ident = value_identity(v)
+        c = others.get(ident)
+        if c is None:
+            c = others[ident] = len(vocab)
+            vocab.append(v)
         codes[i] = c
     return CodedColumn(codes, vocab)

@@ -25,13 +25,21 @@ from dsl.spans import (
 def LatestEventToState(expr: A.LatestEventToState, events: EventFrame) -> StateSpans:
     """The latest non-null value of a field; at equal times the later arrival wins."""
     col = events.column(expr.column.path)
-    has = col.codes >= 0
-    frame = events.frame
-    key, start, code = assemble(
-        [origin_part(frame, np.int32(-1)), (events.key[has], events.time[has], col.codes[has])],
-        frame.base, frame.horizon(),
-    )
-    return canonical_state(key, start, code, col.vocab)
+    key, time, code = events.key, events.time, col.codes
+    n = len(key)
+    if n == 0:
+        return StateSpans(key, time, code, tuple(col.vocab))
+    # Events are sorted by (key, time, arrival): carry each key's latest
+    # non-null code forward (a running max of positions), unknown until the first.
+    position = np.where(code >= 0, np.arange(n), -1)
+    latest = np.maximum.accumulate(position)
+    known = latest >= 0
+    known[known] = key[latest[known]] == key[known]
+    value = np.where(known, code[np.maximum(latest, 0)], -1).astype(np.int32)
+    # One span per distinct (key, time): the last event at that time decides.
+    last = np.ones(n, dtype=bool)
+    last[:-1] = (key[1:] != key[:-1]) | (time[1:] != time[:-1])
+    return canonical_state(key[last], time[last], value[last], col.vocab)
 
 
 def HasExisted(expr: A.HasExisted, events: EventFrame) -> BoolSpans:

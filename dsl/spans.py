@@ -52,10 +52,29 @@ class Frame:
 
 
 def sort_order(key: np.ndarray, start: np.ndarray, base: int) -> np.ndarray:
-    """Stable permutation sorting by (key, start); equal pairs keep input order."""
-    if len(key) and int(key.max()) < MAX_COMPOSITE_KEYS:
+    """Stable permutation sorting by (key, start); equal pairs keep input order.
+
+    Key codes are small integers, so a stable radix sort by key (numpy radix-
+    sorts 16-bit integers) does most of the work; events mostly arrive in time
+    order, so what is left is nearly sorted and timsort finishes it in one pass.
+    """
+    n = len(key)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = int(key.max())
+    if top >= MAX_COMPOSITE_KEYS:
+        return np.lexsort((start, key))
+    if top < 1 << 16:
+        order = np.argsort(key.astype(np.uint16), kind="stable")
+    elif top < 1 << 32:
+        order = np.argsort((key & 0xFFFF).astype(np.uint16), kind="stable")
+        order = order[np.argsort((key[order] >> 16).astype(np.uint16), kind="stable")]
+    else:
         return np.argsort(composite(key, start, base), kind="stable")
-    return np.lexsort((start, key))
+    comp = composite(key[order], start[order], base)
+    if n > 1 and not bool(np.all(comp[1:] >= comp[:-1])):
+        order = order[np.argsort(comp, kind="stable")]
+    return order
 
 
 def composite(key: np.ndarray, start: np.ndarray, base: int) -> np.ndarray:
