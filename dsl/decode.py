@@ -148,49 +148,46 @@ def _decode_jsonl(data, key_path, time_path, paths) -> DecodedEvents:
     tree = _PathTree(paths, key_path, time_path)
     chunk_decoder = msgspec.json.Decoder(tree.type)
     any_decoder = msgspec.json.Decoder()
-    rows: list = []
     keys: list = []
     times: list[np.ndarray] = []
+    values: dict[tuple[str, ...], list] = {p: [] for p in paths}
     bad: list[BadLine] = []
-    line_no = 0
-    all_struct = True
     key_s, time_s = ".".join(key_path), ".".join(time_path)
-    for chunk in _chunks(data):
-        n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+    for chunk_start, chunk in _chunks(data):
         fast = _decode_chunk_fast(chunk, chunk_decoder, tree.type, key_path, time_path)
         if fast is not None:
-            c_rows, c_keys, c_times = fast
-            rows.extend(c_rows)
+            rows, c_keys, c_times = fast
+            for path in paths:
+                values[path].extend(_fast_extract(rows, path, tree.type))
             keys.extend(c_keys)
             times.append(c_times)
-        else:
-            all_struct = False
-            c_keys, c_times = [], []
-            for offset, raw in enumerate(chunk.split(b"\n")):
-                if not raw.strip():
-                    continue
-                try:
-                    row, key, t = _decode_line(raw, chunk_decoder, any_decoder, key_path, time_path, key_s, time_s)
-                except EventError as exc:
-                    bad.append(BadLine(line_no + offset + 1, exc.reason, raw))
-                    continue
-                rows.append(row)
-                c_keys.append(key)
-                c_times.append(t)
-            keys.extend(c_keys)
-            times.append(np.array(c_times, dtype=np.int64))
-        line_no += n_lines
+            continue
+        # The careful path: line by line, so each bad line gets its number.
+        first_line = data.count(b"\n", 0, chunk_start) + 1
+        rows, c_times = [], []
+        for offset, raw in enumerate(chunk.split(b"\n")):
+            if not raw.strip():
+                continue
+            try:
+                row, key, t = _decode_line(raw, chunk_decoder, any_decoder, key_path, time_path, key_s, time_s)
+            except EventError as exc:
+                bad.append(BadLine(first_line + offset, exc.reason, raw))
+                continue
+            rows.append(row)
+            keys.append(key)
+            c_times.append(t)
+        for path in paths:
+            values[path].extend(_extract(rows, path))
+        times.append(np.array(c_times, dtype=np.int64))
     time = np.concatenate(times) if times else np.zeros(0, dtype=np.int64)
     key_names, key_codes = _factorize_keys(keys)
-    columns: dict[tuple[str, ...], CodedColumn] = {}
-    for path in paths:
-        values = _fast_extract(rows, path, tree.type) if all_struct else _extract(rows, path)
-        columns[path] = encode_values(values)
+    columns = {path: encode_values(values[path]) for path in paths}
     events = EventFrame.build(key_codes, time, columns, n_keys=len(key_names))
-    return DecodedEvents(key_names=key_names, events=events, bad=bad, lines=line_no)
+    lines = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+    return DecodedEvents(key_names=key_names, events=events, bad=bad, lines=lines)
 
 
-def _chunks(data: bytes) -> Iterable[bytes]:
+def _chunks(data: bytes) -> Iterable[tuple[int, bytes]]:
     start = 0
     n = len(data)
     while start < n:
@@ -198,7 +195,7 @@ def _chunks(data: bytes) -> Iterable[bytes]:
         if end < n:
             nl = data.find(b"\n", end)
             end = n if nl < 0 else nl + 1
-        yield data[start:end]
+        yield start, data[start:end]
         start = end
 
 

@@ -10,45 +10,71 @@ import json
 import math
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from dsl.ast import Aggregation
-from dsl.spans import Frame, NumericSpans, SpanSet, key_offsets, values_at
+from dsl.spans import Frame, NumericSpans, SpanSet, key_offsets, next_start, numbers_to_python, values_at
+
+
+class Span(msgspec.Struct, array_like=False, gc=False):
+    """One span of a state or boolean timeline, as printed."""
+
+    start: int
+    end: int | None
+    value: Any
+
+
+class NumericSpan(msgspec.Struct, array_like=False, gc=False):
+    """One span of a numeric timeline: the value at `start` and its change per ms."""
+
+    start: int
+    end: int | None
+    value: int | float | None
+    slope: int | float | None
 
 
 def timelines_json(spans: SpanSet, key_names: list[str], frm: int | None = None, to: int | None = None
-                   ) -> dict[str, list[dict[str, Any]]]:
-    """Every key's spans, clipped to [frm, to) when given."""
+                   ) -> dict[str, list]:
+    """Every key's spans (as Span / NumericSpan), clipped to [frm, to) when given."""
     offsets = key_offsets(spans.key, len(key_names)).tolist()
+    end_arr = next_start(spans.key, spans.start)
+    open_end = end_arr == np.iinfo(np.int64).max
     starts = spans.start.tolist()
+    ends = [None if o else e for e, o in zip(end_arr.tolist(), open_end.tolist())]
     values = spans.python_values()
-    numeric = isinstance(spans, NumericSpans)
-    slopes = spans.slope.tolist() if numeric else None
-    out: dict[str, list[dict[str, Any]]] = {}
+    if isinstance(spans, NumericSpans):
+        slopes = numbers_to_python(np.where(np.isnan(spans.v0), np.nan, spans.slope))
+        rows = list(map(NumericSpan, starts, ends, values, slopes))
+    else:
+        rows = list(map(Span, starts, ends, values))
+    out: dict[str, list] = {}
     for k, name in enumerate(key_names):
-        rows = []
-        lo, hi = offsets[k], offsets[k + 1]
-        for i in range(lo, hi):
-            start, end = starts[i], (starts[i + 1] if i + 1 < hi else None)
-            value = values[i]
-            if frm is not None:
-                if end is not None and end <= frm:
-                    continue
-                if start < frm:
-                    if numeric and value is not None:
-                        value = _num(value + slopes[i] * (frm - start))
-                    start = frm
-            if to is not None:
-                if start >= to:
-                    break
-                if end is None or end > to:
-                    end = to
-            row: dict[str, Any] = {"start": start, "end": end, "value": value}
-            if numeric:
-                row["slope"] = None if value is None else _num(slopes[i])
-            rows.append(row)
-        out[name] = rows
+        mine = rows[offsets[k]:offsets[k + 1]]
+        if frm is not None or to is not None:
+            mine = [r for r in (_clip(r, frm, to) for r in mine) if r is not None]
+        out[name] = mine
     return out
+
+
+def _clip(row, frm: int | None, to: int | None):
+    """The part of a span inside [frm, to), or None."""
+    start, end, value = row.start, row.end, row.value
+    if frm is not None:
+        if end is not None and end <= frm:
+            return None
+        if start < frm:
+            if isinstance(row, NumericSpan) and value is not None:
+                value = _num(value + row.slope * (frm - start))
+            start = frm
+    if to is not None:
+        if start >= to:
+            return None
+        if end is None or end > to:
+            end = to
+    if isinstance(row, NumericSpan):
+        return NumericSpan(start, end, value, row.slope)
+    return Span(start, end, value)
 
 
 def values_at_json(spans: SpanSet, frame: Frame, key_names: list[str], t: int) -> dict[str, Any]:

@@ -179,7 +179,19 @@ class NumericSpans(SpanSet):
         return NumericSpans(self.key[index], self.start[index], self.v0[index], self.slope[index])
 
     def python_values(self) -> list:
-        return [None if np.isnan(v) else _num(v) for v in self.v0.tolist()]
+        return numbers_to_python(self.v0)
+
+
+def numbers_to_python(values: np.ndarray) -> list:
+    """Floats as Python numbers: whole ones as int, NaN as None (vectorised)."""
+    values = np.asarray(values, dtype=np.float64)
+    nan = np.isnan(values)
+    whole = ~nan & (values == np.floor(values)) & (np.abs(values) < 2**62)
+    if whole.all():
+        return values.astype(np.int64).tolist()
+    ints = np.where(whole, values, 0).astype(np.int64).tolist()
+    floats = values.tolist()
+    return [None if n else (i if w else f) for i, f, w, n in zip(ints, floats, whole.tolist(), nan.tolist())]
 
 
 def _num(v: float) -> int | float:
@@ -214,18 +226,16 @@ def _locate_one(spans: SpanSet, k: int, t: int) -> int:
 def values_at(spans: SpanSet, key: np.ndarray, t: np.ndarray, frame: Frame) -> list:
     """Python values of each (key, t) (None where unknown)."""
     idx = locate(spans, key, t, frame)
-    out: list = []
-    vals = spans.python_values() if len(spans) else []
+    found = idx >= 0
+    at = np.where(found, idx, 0)
+    if len(spans) == 0:
+        return [None] * len(idx)
     if isinstance(spans, NumericSpans):
-        for i, tt in zip(idx.tolist(), np.asarray(t).tolist()):
-            if i < 0 or np.isnan(spans.v0[i]):
-                out.append(None)
-            else:
-                out.append(_num(float(spans.v0[i] + spans.slope[i] * (tt - int(spans.start[i])))))
-        return out
-    for i in idx.tolist():
-        out.append(None if i < 0 else vals[i])
-    return out
+        t = np.asarray(t, dtype=np.int64)
+        value = spans.v0[at] + spans.slope[at] * (t - spans.start[at])
+        return numbers_to_python(np.where(found, value, np.nan))
+    values = spans.take(at).python_values()
+    return [v if ok else None for v, ok in zip(values, found.tolist())]
 
 
 # --- construction ------------------------------------------------------------

@@ -52,7 +52,7 @@ BITRATES: tuple[int, ...] = (400, 800, 1500, 3000, 6000)
 _TRANSITIONS = np.array(
     [
         # play  seek  buffer pause
-        [0.00, 0.35, 0.30, 0.35],  # play: seek, rebuffer or pause
+        [0.00, 0.40, 0.20, 0.40],  # play: seek, rebuffer or pause
         [0.15, 0.00, 0.85, 0.00],  # seek: usually a short buffer
         [0.90, 0.05, 0.00, 0.05],  # buffer: mostly back to play
         [0.75, 0.25, 0.00, 0.00],  # pause: resume or seek

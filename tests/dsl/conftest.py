@@ -12,7 +12,8 @@ def run_timeline(expr: str, events: list[dict], *, key="k", time="t", at=None, f
     data = b"\n".join(msgspec.json.encode(e) for e in events)
     decoded = decode_jsonl(data, (key,), (time,), plan.columns())
     assert not decoded.bad, decoded.bad
-    return run_eval(plan, decoded, at, frm, to)
+    # Round-trip through JSON: what `timeline eval` prints is what is checked.
+    return msgspec.json.decode(msgspec.json.encode(run_eval(plan, decoded, at, frm, to)))
 
 
 def spans(expr: str, events: list[dict], key="a"):
