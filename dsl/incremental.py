@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -225,14 +225,28 @@ def from_span_set(spans: SpanSet, n_keys: int) -> list[KeyTimeline]:
 # --- node steps --------------------------------------------------------------------
 
 
-@dataclass
-class KeyEvents:
+class KeyEvents(BaseModel):
     """What a leaf keeps of one key: its origin and the events it needs."""
 
     origin: int
-    times: list[int] = field(default_factory=list)     # sorted by (time, seq)
-    seqs: list[int] = field(default_factory=list)
-    rows: list[tuple] = field(default_factory=list)    # field values, in the leaf's column order
+    times: list[int] = []      # sorted by (time, arrival)
+    seqs: list[int] = []
+    rows: list[list[Any]] = []  # field values, in the leaf's column order
+
+
+class LeafSnapshot(BaseModel):
+    """A leaf step's whole state, carried across continue-as-new."""
+
+    seq: int = 0
+    keys: dict[str, KeyEvents] = {}
+    timelines: dict[str, KeyTimeline] = {}
+
+
+class DerivedSnapshot(BaseModel):
+    """A derived step's whole state: its children's timelines and its own."""
+
+    children: list[dict[str, KeyTimeline]] = []
+    timelines: dict[str, KeyTimeline] = {}
 
 
 class LeafStep:
@@ -246,7 +260,7 @@ class LeafStep:
         self.timelines: dict[str, KeyTimeline] = {}
         self.seq = 0
 
-    def _relevant(self, row: tuple) -> bool:
+    def _relevant(self, row: list) -> bool:
         # Events without any field the leaf reads only move the origin.
         return any(v is not None for v in row)
 
@@ -259,7 +273,7 @@ class LeafStep:
             if state is None:
                 state = self.keys[key] = KeyEvents(origin=t)
             state.origin = min(state.origin, t)
-            row = tuple(c[i] for c in cols)
+            row = [c[i] for c in cols]
             if self._relevant(row):
                 pos = bisect.bisect_right(state.times, t)  # after equal times: arrival order
                 state.times.insert(pos, t)
@@ -276,7 +290,7 @@ class LeafStep:
             state = self.keys[name]
             key_idx.append(k)
             times.append(state.origin)
-            rows.append((None,) * len(self.paths))
+            rows.append([None] * len(self.paths))
             key_idx.extend([k] * len(state.times))
             times.extend(state.times)
             rows.extend(state.rows)
@@ -290,6 +304,19 @@ class LeafStep:
 
     def timeline(self, key: str) -> KeyTimeline:
         return self.timelines.get(key, KeyTimeline())
+
+    def release(self, keys: Iterable[str]) -> None:
+        """Forget closed keys."""
+        for key in keys:
+            self.keys.pop(key, None)
+            self.timelines.pop(key, None)
+
+    def snapshot(self) -> LeafSnapshot:
+        return LeafSnapshot(seq=self.seq, keys=self.keys, timelines=self.timelines)
+
+    def restore(self, snap: LeafSnapshot) -> "LeafStep":
+        self.seq, self.keys, self.timelines = snap.seq, dict(snap.keys), dict(snap.timelines)
+        return self
 
 
 class DerivedStep:
@@ -326,6 +353,21 @@ class DerivedStep:
 
     def timeline(self, key: str) -> KeyTimeline:
         return self.timelines.get(key, KeyTimeline())
+
+    def release(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.timelines.pop(key, None)
+            for store in self.children:
+                store.pop(key, None)
+
+    def snapshot(self) -> DerivedSnapshot:
+        return DerivedSnapshot(children=self.children, timelines=self.timelines)
+
+    def restore(self, snap: DerivedSnapshot) -> "DerivedStep":
+        if snap.children:
+            self.children = [dict(c) for c in snap.children]
+        self.timelines = dict(snap.timelines)
+        return self
 
 
 def _emit(keys: list[str], new: list[KeyTimeline], store: dict[str, KeyTimeline]) -> list[SpanPatch]:

@@ -149,3 +149,33 @@ def test_spec_cir_example_matches_reference():
     events = [("s", 1, {"playerStateChange": "play"}), ("s", 2, {"playerStateChange": "seek"}),
               ("s", 5, {"playerStateChange": "buffer"}), ("s", 9, {"playerStateChange": "play"})]
     check_against_reference(source, events)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=TIMELINE, events=events_strategy, cuts=st.lists(st.integers(0, 25), max_size=4))
+def test_snapshot_restore_between_batches_changes_nothing(source, events, cuts):
+    """Continue-as-new carries a step's snapshot as JSON: a restored step must
+    go on exactly as the original would have."""
+    from dsl.incremental import DerivedSnapshot, DerivedStep, LeafSnapshot, LeafStep
+
+    plan = compile_expression(source)
+    evaluator = IncrementalEvaluator(plan)
+    bounds = sorted(set([0, len(events)] + [c for c in cuts if c < len(events)]))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        chunk = events[lo:hi]
+        evaluator.apply(EventBatch(
+            keys=[k for k, _, _ in chunk], times=[t for _, t, _ in chunk],
+            columns={f: [fields.get(f) for _, _, fields in chunk] for f in FIELDS},
+        ))
+        for node_id, step in list(evaluator.steps.items()):
+            node = plan.nodes[node_id]
+            wire = step.snapshot().model_dump_json()
+            if isinstance(step, LeafStep):
+                evaluator.steps[node_id] = LeafStep(node).restore(LeafSnapshot.model_validate_json(wire))
+            else:
+                fresh = DerivedStep(node, [plan.nodes[c].kind for c in node.children])
+                evaluator.steps[node_id] = fresh.restore(DerivedSnapshot.model_validate_json(wire))
+    expected = batch_timelines(plan, events)
+    for node_id, per_key in expected.items():
+        for name, tl in per_key.items():
+            assert evaluator.timeline(name, node_id) == tl, (source, node_id, name)

@@ -1,0 +1,155 @@
+"""SQLite results store (WAL mode: the worker, feeder and API share one file)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from dsl.incremental import KeyTimeline
+from store.base import ResultsStore, StoredResult, TimelineExists, UnknownTimeline
+from workflows.models import ResultsBatch, TimelineSpec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS timelines (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    timeline TEXT NOT NULL,
+    key TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    spans TEXT NOT NULL,
+    watermark INTEGER,
+    closed INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (timeline, key)
+);
+CREATE TABLE IF NOT EXISTS applied (
+    timeline TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (timeline, shard)
+);
+"""
+
+
+class SqliteStore(ResultsStore):
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as c:
+            c.executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def register(self, spec: TimelineSpec) -> bool:
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT spec FROM timelines WHERE name = ?", (spec.name,)).fetchone()
+            if row is not None:
+                c.execute("COMMIT")
+                if TimelineSpec.model_validate_json(row[0]) == spec:
+                    return False
+                raise TimelineExists(spec.name)
+            c.execute("INSERT INTO timelines VALUES (?, ?, ?)", (spec.name, spec.model_dump_json(), time.time()))
+            c.execute("COMMIT")
+            return True
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    def get(self, name: str) -> TimelineSpec:
+        row = self._conn().execute("SELECT spec FROM timelines WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UnknownTimeline(name)
+        return TimelineSpec.model_validate_json(row[0])
+
+    def list(self) -> list[TimelineSpec]:
+        rows = self._conn().execute("SELECT spec FROM timelines ORDER BY name").fetchall()
+        return [TimelineSpec.model_validate_json(r[0]) for r in rows]
+
+    def remove(self, name: str) -> None:
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        cur = c.execute("DELETE FROM timelines WHERE name = ?", (name,))
+        c.execute("DELETE FROM results WHERE timeline = ?", (name,))
+        c.execute("DELETE FROM applied WHERE timeline = ?", (name,))
+        c.execute("COMMIT")
+        if cur.rowcount == 0:
+            raise UnknownTimeline(name)
+
+    def apply_results(self, batch: ResultsBatch) -> None:
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT seq FROM applied WHERE timeline = ? AND shard = ?",
+                            (batch.timeline, batch.shard)).fetchone()
+            if row is not None and row[0] >= batch.seq:
+                c.execute("COMMIT")  # a retried activity: already applied
+                return
+            now = time.time()
+            for patch in batch.patches:
+                cur = c.execute("SELECT spans FROM results WHERE timeline = ? AND key = ?",
+                                (batch.timeline, patch.key)).fetchone()
+                old = KeyTimeline.model_validate_json(cur[0]) if cur else KeyTimeline()
+                new = old.with_patch(patch)
+                c.execute(
+                    "INSERT INTO results (timeline, key, shard, spans, watermark, closed, seq, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT (timeline, key) DO UPDATE SET "
+                    "spans = excluded.spans, watermark = COALESCE(excluded.watermark, results.watermark), "
+                    "closed = 0, seq = excluded.seq, updated_at = excluded.updated_at",
+                    (batch.timeline, patch.key, batch.shard, new.model_dump_json(),
+                     batch.watermarks.get(patch.key), batch.seq, now),
+                )
+            for key, wm in batch.watermarks.items():
+                c.execute("UPDATE results SET watermark = ? WHERE timeline = ? AND key = ?",
+                          (wm, batch.timeline, key))
+            for key, final in batch.closed.items():
+                c.execute(
+                    "INSERT INTO results (timeline, key, shard, spans, watermark, closed, seq, updated_at) "
+                    "VALUES (?, ?, ?, ?, NULL, 1, ?, ?) ON CONFLICT (timeline, key) DO UPDATE SET "
+                    "spans = excluded.spans, closed = 1, seq = excluded.seq, updated_at = excluded.updated_at",
+                    (batch.timeline, key, batch.shard, final.model_dump_json(), batch.seq, now),
+                )
+            c.execute("INSERT INTO applied VALUES (?, ?, ?) ON CONFLICT (timeline, shard) DO UPDATE SET seq = "
+                      "excluded.seq", (batch.timeline, batch.shard, batch.seq))
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    def result(self, timeline: str, key: str) -> StoredResult | None:
+        row = self._conn().execute("SELECT spans, watermark, closed FROM results WHERE timeline = ? AND key = ?",
+                                   (timeline, key)).fetchone()
+        if row is None:
+            return None
+        return StoredResult(KeyTimeline.model_validate_json(row[0]), row[1], bool(row[2]))
+
+    def keys(self, timeline: str, closed: bool | None = None) -> list[str]:
+        if closed is None:
+            rows = self._conn().execute("SELECT key FROM results WHERE timeline = ? ORDER BY key", (timeline,))
+        else:
+            rows = self._conn().execute("SELECT key FROM results WHERE timeline = ? AND closed = ? ORDER BY key",
+                                        (timeline, int(closed)))
+        return [r[0] for r in rows.fetchall()]
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,142 @@
+"""The data that crosses process boundaries in the durable runtime, and the
+id builders: one module, so the worker, feeder, API and CLI agree."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dsl.incremental import DerivedSnapshot, EventBatch, KeyTimeline, LeafSnapshot, SpanPatch
+
+TASK_QUEUE = "timeline"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class TimelineSpec(BaseModel):
+    """A registered timeline: what to compute, from which topic, how to shard it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    expression: str
+    source_topic: str
+    key_path: str
+    time_path: str
+    shards: int = Field(default=4, ge=1, le=1024)
+    idle_timeout_s: float = Field(default=1800.0, gt=0)
+    results_topic: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_PATTERN.match(v):
+            raise ValueError("a timeline name is 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter "
+                             "or digit")
+        return v
+
+    @property
+    def results_topic_name(self) -> str:
+        return self.results_topic or f"timeline-results-{self.name}"
+
+
+def shard_of(key: str, shards: int) -> int:
+    """A key's shard: stable across processes and restarts (not Python's hash)."""
+    return zlib.crc32(key.encode()) % shards
+
+
+def node_workflow_id(timeline: str, node_id: str, shard: int) -> str:
+    return f"timeline/{timeline}/{node_id}/{shard}"
+
+
+class SourcePosition(BaseModel):
+    """Where an event came from: its topic and message id, ordered as published."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    ledger: int
+    entry: int
+    batch: int = -1
+
+    def order(self) -> tuple[int, int, int]:
+        return (self.ledger, self.entry, self.batch)
+
+
+class EventBatchSignal(BaseModel):
+    """Events of one shard for one leaf: one signal, however many keys.
+
+    `positions[i]` is event i's message position (ledger, entry, batch index)
+    in `topic`; a leaf skips events at or before the last position it applied,
+    so a batch redelivered after a crash changes nothing."""
+
+    topic: str
+    positions: list[tuple[int, int, int]]
+    events: EventBatch
+
+
+class PatchSignal(BaseModel):
+    """A child node's span changes for one parent, in one signal per batch."""
+
+    child: str                      # the child's node id
+    seq: int                        # the child's batch counter: a parent ignores seq it has applied
+    patches: list[SpanPatch]
+    watermarks: dict[str, int] = {}  # latest event time per key, from the leaves
+    closed: list[str] = []          # keys the child closed (idle)
+
+
+class NodeInput(BaseModel):
+    """What a node workflow starts (or continues as new) with."""
+
+    spec: TimelineSpec
+    node_id: str
+    shard: int
+    leaf_state: LeafSnapshot | None = None
+    derived_state: DerivedSnapshot | None = None
+    applied: dict[str, tuple[int, int, int]] = {}   # leaf: last applied position per topic
+    child_seq: dict[str, int] = {}                  # derived: last applied seq per child
+    child_watermarks: dict[str, dict[str, int]] = {}  # derived: key -> child -> watermark
+    seq: int = 0                                    # this node's batch counter
+    watermarks: dict[str, int] = {}
+    last_seen: dict[str, float] = {}                # key -> workflow time (s) of its last change
+    continue_as_new_after: int | None = None        # batches per run (tests); None: when Temporal suggests
+
+
+class ResultsBatch(BaseModel):
+    """What the root hands to the publish activity for one batch."""
+
+    timeline: str
+    shard: int
+    seq: int
+    patches: list[SpanPatch]
+    watermarks: dict[str, int] = {}
+    closed: dict[str, KeyTimeline] = {}   # final timelines of keys closed in this batch
+    results_topic: str
+
+
+class NodeStatus(BaseModel):
+    """A node workflow's answer to the `status` query."""
+
+    node_id: str
+    shard: int
+    keys: int
+    seq: int
+    batches_applied: int
+    state_bytes: int
+    run_batches: int
+
+
+class KeyAnswer(BaseModel):
+    """A node's timeline of one key, with its watermark (final up to it)."""
+
+    key: str
+    node_id: str
+    timeline: KeyTimeline
+    watermark: int | None = None
+    closed: bool = False
+
+
+def jsonable(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value

@@ -1,0 +1,234 @@
+"""The node workflow: one per plan node per shard, a thin deterministic shell.
+
+Signal handlers only record what arrived; the main loop applies everything
+queued as one step of the pure evaluator (dsl.incremental), sends its span
+changes to each parent in one signal, and, at the root, hands them to the
+publish activity. Keys idle past the timeline's idle timeout are closed (the
+root emits their final timelines) and released. The run continues as new when
+Temporal suggests it, carrying only live state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from dsl.compiler import Plan, compile_expression
+    from dsl.incremental import DerivedStep, EventBatch, KeyTimeline, LeafStep, SpanPatch
+    from workflows.models import (
+        EventBatchSignal, KeyAnswer, NodeInput, NodeStatus, PatchSignal, ResultsBatch, node_workflow_id,
+    )
+
+STATE_WARN_BYTES = 1_000_000  # Temporal's payload limit is 2 MB
+PUBLISH_TIMEOUT = timedelta(seconds=60)
+
+
+@workflow.defn(name="TimelineNode")
+class TimelineNodeWorkflow:
+    def __init__(self) -> None:
+        self.pending_events: list[EventBatchSignal] = []
+        self.pending_patches: list[PatchSignal] = []
+        self.stopping = False
+        self.idle_due = False
+        self.input: NodeInput | None = None
+        self.step: LeafStep | DerivedStep | None = None
+        self.batches_applied = 0
+        self.run_batches = 0
+
+    # --- handlers: record only ---------------------------------------------------
+    @workflow.signal(name="events")
+    def events(self, batch: EventBatchSignal) -> None:
+        self.pending_events.append(batch)
+
+    @workflow.signal(name="patches")
+    def patches(self, signal: PatchSignal) -> None:
+        self.pending_patches.append(signal)
+
+    @workflow.signal(name="stop")
+    def stop(self) -> None:
+        self.stopping = True
+
+    @workflow.query(name="timeline")
+    def timeline(self, key: str) -> KeyAnswer:
+        assert self.step is not None and self.input is not None
+        return KeyAnswer(key=key, node_id=self.input.node_id, timeline=self.step.timeline(key),
+                         watermark=self.input.watermarks.get(key))
+
+    @workflow.query(name="keys")
+    def keys(self) -> list[str]:
+        return sorted(self.step.timelines) if self.step is not None else []
+
+    @workflow.query(name="status")
+    def status(self) -> NodeStatus:
+        assert self.step is not None and self.input is not None
+        return NodeStatus(node_id=self.input.node_id, shard=self.input.shard, keys=len(self.step.timelines),
+                          seq=self.input.seq, batches_applied=self.batches_applied,
+                          state_bytes=len(self._next_input().model_dump_json()), run_batches=self.run_batches)
+
+    # --- the main loop ---------------------------------------------------------------
+    @workflow.run
+    async def run(self, inp: NodeInput) -> None:
+        self.input = inp
+        plan = compile_expression(inp.spec.expression)  # pure and deterministic
+        self.plan = plan
+        node = plan.nodes[inp.node_id]
+        self.node = node
+        self.parents = [node_workflow_id(inp.spec.name, p, inp.shard) for p in plan.parents(node.id)]
+        if node.is_leaf:
+            self.step = LeafStep(node)
+            if inp.leaf_state is not None:
+                self.step.restore(inp.leaf_state)
+        else:
+            self.step = DerivedStep(node, [plan.nodes[c].kind for c in node.children])
+            if inp.derived_state is not None:
+                self.step.restore(inp.derived_state)
+        idle_timer = asyncio.create_task(self._idle_clock())
+        try:
+            while True:
+                await workflow.wait_condition(
+                    lambda: bool(self.pending_events or self.pending_patches) or self.stopping or self.idle_due)
+                if self.pending_events or self.pending_patches:
+                    await self._apply_pending()
+                if self.idle_due:
+                    self.idle_due = False
+                    await self._close_idle()
+                if self.stopping and not (self.pending_events or self.pending_patches):
+                    return
+                if self._should_continue_as_new():
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    if not (self.pending_events or self.pending_patches):
+                        self._warn_if_large()
+                        workflow.continue_as_new(self._next_input())
+        finally:
+            idle_timer.cancel()
+
+    async def _idle_clock(self) -> None:
+        interval = max(1.0, self.input.spec.idle_timeout_s / 2)  # type: ignore[union-attr]
+        while True:
+            await workflow.sleep(interval)
+            if self.input is not None and self.input.last_seen:
+                self.idle_due = True
+
+    def _should_continue_as_new(self) -> bool:
+        limit = self.input.continue_as_new_after  # type: ignore[union-attr]
+        if limit is not None and self.run_batches >= limit:
+            return True
+        return workflow.info().is_continue_as_new_suggested()
+
+    # --- applying what arrived ---------------------------------------------------------
+    async def _apply_pending(self) -> None:
+        inp = self.input
+        assert inp is not None and self.step is not None
+        now = workflow.now().timestamp()
+        if isinstance(self.step, LeafStep):
+            batch = self._fresh_events()
+            patches = self.step.apply(batch) if len(batch) else []
+            for key, t in zip(batch.keys, batch.times):
+                if t > inp.watermarks.get(key, t - 1):
+                    inp.watermarks[key] = t
+            touched = set(batch.keys)
+            watermarks = {k: inp.watermarks[k] for k in touched}
+        else:
+            per_child, watermarks = self._fresh_patches()
+            patches = self.step.apply(per_child)
+            touched = {p.key for p in patches}
+            for key, wm in watermarks.items():
+                inp.watermarks[key] = wm
+        for key in touched | {p.key for p in patches}:
+            inp.last_seen[key] = now
+        if not patches and not watermarks:
+            return
+        await self._send(patches, watermarks, {})
+
+    def _fresh_events(self) -> EventBatch:
+        """Queued batches, without events at or before the last applied position of their topic."""
+        inp = self.input
+        keys: list[str] = []
+        times: list[int] = []
+        columns: dict[str, list] = {}
+        paths = [".".join(p) for p in self.plan.columns()]
+        for signal in self.pending_events:
+            last = inp.applied.get(signal.topic)
+            take = [i for i, pos in enumerate(signal.positions) if last is None or tuple(pos) > tuple(last)]
+            if not take:
+                continue
+            inp.applied[signal.topic] = tuple(max(signal.positions[i] for i in take))  # type: ignore[assignment]
+            ev = signal.events
+            keys.extend(ev.keys[i] for i in take)
+            times.extend(ev.times[i] for i in take)
+            for path in paths:
+                col = ev.columns.get(path)
+                columns.setdefault(path, []).extend(col[i] if col is not None else None for i in take)
+        self.pending_events.clear()
+        return EventBatch(keys=keys, times=times, columns=columns)
+
+    def _fresh_patches(self) -> tuple[list[list[SpanPatch]], dict[str, int]]:
+        inp = self.input
+        children = list(self.node.children)
+        per_child: list[list[SpanPatch]] = [[] for _ in children]
+        child_wm = inp.child_watermarks
+        for signal in self.pending_patches:
+            if signal.seq <= inp.child_seq.get(signal.child, 0):
+                continue  # already applied (a redelivered signal)
+            inp.child_seq[signal.child] = signal.seq
+            for i, c in enumerate(children):
+                if c == signal.child:
+                    per_child[i].extend(signal.patches)
+            for key, wm in signal.watermarks.items():
+                child_wm.setdefault(key, {})[signal.child] = wm
+        self.pending_patches.clear()
+        # A derived node is final only up to its least progressed child.
+        watermarks = {k: min(v.values()) for k, v in child_wm.items() if len(v) == len(set(children))}
+        return per_child, watermarks
+
+    async def _send(self, patches: list[SpanPatch], watermarks: dict[str, int], closed: dict[str, KeyTimeline]) -> None:
+        inp = self.input
+        inp.seq += 1
+        self.batches_applied += 1
+        self.run_batches += 1
+        if self.parents:
+            signal = PatchSignal(child=self.node.id, seq=inp.seq, patches=patches, watermarks=watermarks,
+                                 closed=list(closed))
+            await asyncio.gather(*(workflow.get_external_workflow_handle(p).signal("patches", signal)
+                                   for p in self.parents))
+        else:
+            await workflow.execute_activity(
+                "publish_results",
+                ResultsBatch(timeline=inp.spec.name, shard=inp.shard, seq=inp.seq, patches=patches,
+                             watermarks=watermarks, closed=closed, results_topic=inp.spec.results_topic_name),
+                start_to_close_timeout=PUBLISH_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+            )
+
+    async def _close_idle(self) -> None:
+        inp = self.input
+        now = workflow.now().timestamp()
+        idle = [k for k, seen in inp.last_seen.items() if now - seen >= inp.spec.idle_timeout_s]
+        if not idle:
+            return
+        closed = {k: self.step.timeline(k) for k in idle} if not self.parents else {}
+        if not self.parents:  # the root emits the final timelines
+            await self._send([], {}, closed)
+        self.step.release(idle)
+        for k in idle:
+            inp.last_seen.pop(k, None)
+            inp.watermarks.pop(k, None)
+            inp.child_watermarks.pop(k, None)
+
+    def _next_input(self) -> NodeInput:
+        inp = self.input
+        snap = self.step.snapshot()
+        update = {"leaf_state": snap} if isinstance(self.step, LeafStep) else {"derived_state": snap}
+        return inp.model_copy(update=update)
+
+    def _warn_if_large(self) -> None:
+        size = len(self._next_input().model_dump_json())
+        if size > STATE_WARN_BYTES:
+            workflow.logger.warning(
+                "timeline %s node %s shard %d carries %d bytes of state into continue-as-new "
+                "(Temporal's payload limit is 2 MB): register the timeline with more shards",
+                self.input.spec.name, self.node.id, self.input.shard, size)

@@ -1,0 +1,66 @@
+"""`timeline worker`: the Temporal worker running node workflows and activities."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.results import ResultActivities
+from store import open_store
+from workflows.control import connect
+from workflows.models import TASK_QUEUE
+from workflows.node import TimelineNodeWorkflow
+
+log = logging.getLogger("timeline.worker")
+
+# The pure algebra and its libraries are deterministic: import them once,
+# outside the sandbox (numpy in particular cannot be re-imported inside it).
+PASSTHROUGH = ("numpy", "lark", "msgspec", "pydantic", "dsl", "workflows.models")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
+
+
+async def run_worker(temporal: str, store_url: str, pulsar_url: str | None, task_queue: str = TASK_QUEUE,
+                     stop: asyncio.Event | None = None, namespace: str = "default") -> None:
+    client = await connect(temporal, namespace)
+    store = open_store(store_url)
+    pulsar_client = None
+    if pulsar_url:
+        import pulsar
+
+        pulsar_client = pulsar.Client(pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    activities = ResultActivities(store, pulsar_client)
+    stop = stop or asyncio.Event()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        worker = Worker(client, task_queue=task_queue, workflows=[TimelineNodeWorkflow],
+                        activities=[activities.publish_results], activity_executor=pool,
+                        workflow_runner=workflow_runner())
+        async with worker:
+            log.info("worker polling task queue %r on %s", task_queue, temporal)
+            await stop.wait()
+    # Close explicitly: letting the interpreter tear these down at exit crashed here.
+    activities.close()
+    if pulsar_client is not None:
+        pulsar_client.close()
+    store.close()
+
+
+def main_worker(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def runner():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(args.temporal, args.store, args.pulsar, args.task_queue, stop, args.namespace)
+
+    asyncio.run(runner())
+    return 0
