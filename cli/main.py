@@ -9,7 +9,7 @@ from dsl.errors import TimelineError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cli import evaluate
+    from cli import evaluate, runtime
 
     parser = argparse.ArgumentParser(
         prog="timeline",
@@ -18,22 +18,48 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     evaluate.add_parsers(sub)
+    runtime.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    return _run(build_parser(), argv)
+
+
+def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
+    name = getattr(args, "command", None) or parser.prog
     try:
         return args.handler(args)
     except TimelineError as exc:
-        print(f"timeline {args.command}: {exc}", file=sys.stderr)
+        print(f"{'timeline ' + name if name != parser.prog else name}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"timeline {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _single(prog: str, add, description: str):
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add(parser)
+    return parser
+
+
+def register_workflow_main(argv: list[str] | None = None) -> int:
+    """`register-workflow`: the same as `timeline register`."""
+    from cli.runtime import add_register_options
+
+    return _run(_single("register-workflow", add_register_options, "Register a named timeline."), argv)
+
+
+def sample_event_feeder_main(argv: list[str] | None = None) -> int:
+    """`sample-event-feeder`: the same as `timeline feeder`."""
+    from cli.runtime import add_feeder_options
+
+    return _run(_single("sample-event-feeder", add_feeder_options,
+                        "Feed a source topic into every timeline registered on it."), argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import json
-from functools import lru_cache
 from typing import Callable
 
 from lark import Lark, Token, Transformer, Tree, v_args
@@ -29,9 +28,13 @@ TERMINAL_NAMES = {
 }
 
 
-@lru_cache(maxsize=1)
+# Loaded at import: the workflow sandbox imports dsl as pass-through and then
+# forbids file access, so the grammar must not be read lazily inside a workflow.
+_LARK = Lark.open("grammar.lark", rel_to=__file__, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
 def _lark() -> Lark:
-    return Lark.open("grammar.lark", rel_to=__file__, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    return _LARK
 
 
 def _span_of(meta_or_token) -> SourceSpan | None:

@@ -99,6 +99,7 @@ class NodeInput(BaseModel):
     child_seq: dict[str, int] = {}                  # derived: last applied seq per child
     child_watermarks: dict[str, dict[str, int]] = {}  # derived: key -> child -> watermark
     seq: int = 0                                    # this node's batch counter
+    events_applied: int = 0                         # leaf: events applied, over all runs (never twice)
     watermarks: dict[str, int] = {}
     last_seen: dict[str, float] = {}                # key -> workflow time (s) of its last change
     continue_as_new_after: int | None = None        # batches per run (tests); None: when Temporal suggests
@@ -124,6 +125,7 @@ class NodeStatus(BaseModel):
     keys: int
     seq: int
     batches_applied: int
+    events_applied: int
     state_bytes: int
     run_batches: int
 

@@ -67,6 +67,7 @@ class TimelineNodeWorkflow:
         assert self.step is not None and self.input is not None
         return NodeStatus(node_id=self.input.node_id, shard=self.input.shard, keys=len(self.step.timelines),
                           seq=self.input.seq, batches_applied=self.batches_applied,
+                          events_applied=self.input.events_applied,
                           state_bytes=len(self._next_input().model_dump_json()), run_batches=self.run_batches)
 
     # --- the main loop ---------------------------------------------------------------
@@ -126,6 +127,7 @@ class TimelineNodeWorkflow:
         now = workflow.now().timestamp()
         if isinstance(self.step, LeafStep):
             batch = self._fresh_events()
+            inp.events_applied += len(batch)
             patches = self.step.apply(batch) if len(batch) else []
             for key, t in zip(batch.keys, batch.times):
                 if t > inp.watermarks.get(key, t - 1):

@@ -1,0 +1,350 @@
+"""The runtime commands: worker, feeder, register-workflow."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+import uuid
+from typing import Any
+
+from cli.evaluate import read_expression
+from cli.settings import Endpoints, add_endpoint_options, endpoints
+from dsl.compiler import Plan, compile_expression
+from dsl.errors import TimelineError, UsageError
+from dsl.events import split_path
+from dsl.incremental import EventBatch
+from workflows.models import TimelineSpec
+
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ServiceUnavailable(TimelineError):
+    pass
+
+
+def parse_duration_s(text: str, option: str) -> float:
+    """`30m`, `90s`, `1h`, `500ms`, or a bare number of seconds."""
+    t = text.strip()
+    for unit in ("ms", "s", "m", "h", "d"):
+        if t.endswith(unit) and t[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(t[: -len(unit)]) * DURATION_UNITS[unit]
+    try:
+        return float(t)
+    except ValueError:
+        raise UsageError(f"{option} {text!r} is not a duration: use 500ms, 90s, 30m, 1h or seconds") from None
+
+
+async def connect_temporal(ep: Endpoints):
+    from workflows.control import connect
+
+    try:
+        return await asyncio.wait_for(connect(ep.temporal, ep.namespace), timeout=15)
+    except Exception as exc:
+        raise ServiceUnavailable(
+            f"cannot reach Temporal at {ep.temporal} ({type(exc).__name__}: {exc}); start the embedded stack "
+            "with `timeline up`, or pass --temporal HOST:PORT") from None
+
+
+def pulsar_client(ep: Endpoints):
+    import pulsar
+
+    try:
+        return pulsar.Client(ep.pulsar, operation_timeout_seconds=15,
+                             logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    except Exception as exc:
+        raise ServiceUnavailable(f"cannot create a Pulsar client for {ep.pulsar}: {exc}") from None
+
+
+def open_results_store(ep: Endpoints):
+    from store import open_store
+
+    return open_store(ep.store)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+# --- worker -------------------------------------------------------------------------------
+
+def worker_command(args: argparse.Namespace) -> int:
+    from workflows.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ep = endpoints(args)
+
+    async def main():
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await connect_temporal(ep)  # a clear error before the worker starts
+        await run_worker(ep.temporal, ep.store, ep.pulsar, args.task_queue, stop, ep.namespace)
+
+    asyncio.run(main())
+    return 0
+
+
+# --- feeder -------------------------------------------------------------------------------
+
+def feeder_command(args: argparse.Namespace) -> int:
+    from feeder.feeder import Feeder, FeederSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ep = endpoints(args)
+    settings = FeederSettings(topic=args.topic, subscription=args.subscription, batch_size=args.batch_size,
+                              linger_ms=args.linger_ms, dead_letter_topic=args.dead_letter_topic)
+
+    async def main():
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        client = await connect_temporal(ep)
+        pulsar = pulsar_client(ep)
+        store = open_results_store(ep)
+        feeder = Feeder(client, pulsar, store, settings)
+        try:
+            await feeder.run(stop)
+        finally:
+            pulsar.close()
+            store.close()
+        s = feeder.stats
+        logging.getLogger("timeline.feeder").info(
+            "stopped: %d messages, %d events routed, %d dead-lettered, %d signals", s.messages, s.events_routed,
+            s.dead_lettered, s.signals)
+
+    asyncio.run(main())
+    return 0
+
+
+# --- register-workflow -----------------------------------------------------------------------
+
+def register_command(args: argparse.Namespace) -> int:
+    ep = endpoints(args)
+    if args.list:
+        return _list(ep, args.json)
+    if args.remove:
+        return asyncio.run(_remove(ep, args.remove))
+    if not args.name or not args.expr:
+        raise UsageError("register-workflow needs NAME and EXPR (or --list, or --remove NAME)")
+    for option in ("topic", "key", "time"):
+        if not getattr(args, option):
+            raise UsageError(f"register-workflow needs --{option}")
+    split_path(args.key), split_path(args.time)
+    expression = read_expression(args.expr)
+    plan = compile_expression(expression)  # type errors before anything is registered
+    try:
+        spec = TimelineSpec(name=args.name, expression=expression, source_topic=args.topic, key_path=args.key,
+                            time_path=args.time, shards=args.shards,
+                            idle_timeout_s=parse_duration_s(args.idle_timeout, "--idle-timeout"))
+    except ValueError as exc:
+        raise UsageError(f"bad registration: {_pydantic_message(exc)}") from None
+    if args.dry_run:
+        return asyncio.run(_dry_run(ep, spec, plan, args))
+    return asyncio.run(_register(ep, spec, plan))
+
+
+def _pydantic_message(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors())
+    return str(exc)
+
+
+async def _register(ep: Endpoints, spec: TimelineSpec, plan: Plan) -> int:
+    from workflows.control import start_tree
+
+    client = await connect_temporal(ep)
+    store = open_results_store(ep)
+    created = store.register(spec)
+    tree = await start_tree(client, spec)
+    store.close()
+    verb = "registered" if created else "already registered (unchanged); workflows checked"
+    print(f"{verb}: timeline {spec.name!r} on topic {spec.source_topic!r} (key {spec.key_path}, time "
+          f"{spec.time_path}), {spec.shards} shards, idle timeout {spec.idle_timeout_s:g}s")
+    print(render_workflow_tree(spec, plan, len(tree)))
+    return 0
+
+
+def render_workflow_tree(spec: TimelineSpec, plan: Plan, total: int | None = None) -> str:
+    from workflows.models import node_workflow_id
+
+    n = len(plan.nodes)
+    lines = [f"workflow tree: {n} nodes x {spec.shards} shards = {total or n * spec.shards} workflows "
+             f"(shard 0 shown; the others end in /1 ... /{spec.shards - 1})"]
+
+    def walk(nid: str, depth: int, seen: set[str]) -> None:
+        node = plan.nodes[nid]
+        role = "leaf" if node.is_leaf else "derived"
+        more = "  (shared, above)" if nid in seen else ""
+        lines.append(f"  {'  ' * depth}{node_workflow_id(spec.name, nid, 0)}  [{role}, {node.kind.value}]  "
+                     f"{node.label}{more}")
+        if nid not in seen:
+            seen.add(nid)
+            for c in node.children:
+                walk(c, depth + 1, seen)
+
+    walk(plan.root, 0, set())
+    return "\n".join(lines)
+
+
+def _list(ep: Endpoints, as_json: bool) -> int:
+    store = open_results_store(ep)
+    specs = store.list()
+    store.close()
+    if as_json:
+        print(json.dumps([s.model_dump() for s in specs], indent=2))
+        return 0
+    if not specs:
+        print("no timelines registered")
+        return 0
+    for s in specs:
+        expr = " ".join(s.expression.split())
+        print(f"{s.name}: topic {s.source_topic}, key {s.key_path}, time {s.time_path}, {s.shards} shards, "
+              f"idle {s.idle_timeout_s:g}s\n    {expr}")
+    return 0
+
+
+async def _remove(ep: Endpoints, name: str) -> int:
+    from workflows.control import stop_tree
+
+    store = open_results_store(ep)
+    spec = store.get(name)
+    client = await connect_temporal(ep)
+    stopped = await stop_tree(client, spec)
+    store.remove(name)
+    store.close()
+    print(f"removed timeline {name!r}: {stopped} workflows stopped, results deleted")
+    return 0
+
+
+def sample_event(spec: TimelineSpec, plan: Plan, when_ms: int) -> dict[str, Any]:
+    """An event that exercises the expression: each column gets a constant it is compared with."""
+    from dsl import ast as A
+
+    event: dict[str, Any] = {}
+
+    def put(path: tuple[str, ...], value: Any) -> None:
+        cur = event
+        for part in path[:-1]:
+            cur = cur.setdefault(part, {})
+        cur.setdefault(path[-1], value)
+
+    def visit(node: A.Node) -> None:
+        if isinstance(node, A.Compare) and isinstance(node.left, A.Column) and isinstance(node.right, A.Literal):
+            put(node.left.path, node.right.value)
+        for child in node.children():
+            visit(child)
+
+    for n in plan.nodes.values():
+        visit(n.expr)
+    for path in plan.columns():
+        put(path, "sample")
+    put(split_path(spec.key_path), "dry-run-key")
+    put(split_path(spec.time_path), when_ms)
+    return event
+
+
+async def _scalar(value: Any) -> Any:
+    """A field value as a leaf reads it: scalars as they are; missing, objects and arrays as None."""
+    return value if isinstance(value, (str, int, float, bool)) else None
+
+
+async def _dry_run(ep: Endpoints, spec: TimelineSpec, plan: Plan, args: argparse.Namespace) -> int:
+    """Register a throw-away copy, send one event through the real tree, print the root's result, clean up."""
+    from dsl.events import get_path, parse_key, parse_time
+    from workflows.control import send_batch, start_tree, stop_tree
+    from workflows.models import EventBatchSignal, shard_of
+
+    client = await connect_temporal(ep)
+    store = open_results_store(ep)
+    temp = spec.model_copy(update={"name": f"{spec.name[:40]}-dry-run-{uuid.uuid4().hex[:6]}", "shards": 1})
+    if args.sample_event:
+        try:
+            event = json.loads(args.sample_event)
+        except ValueError as exc:
+            raise UsageError(f"--sample-event is not JSON: {exc}") from None
+    else:
+        event = sample_event(spec, plan, int(time.time() * 1000))
+    key = parse_key(get_path(event, split_path(spec.key_path)), spec.key_path)
+    t = parse_time(get_path(event, split_path(spec.time_path)), spec.time_path)
+    print(render_workflow_tree(spec, plan))
+    print(f"dry run: sending {json.dumps(event)} through {temp.name} ...")
+    store.register(temp)
+    try:
+        await start_tree(client, temp)
+        columns = {".".join(p): [_scalar(get_path(event, p))] for p in plan.columns()}
+        signal_ = EventBatchSignal(topic="dry-run", positions=[(0, 0, -1)],
+                                   events=EventBatch(keys=[key], times=[t], columns=columns))
+        await send_batch(client, temp, plan, shard_of(key, temp.shards), signal_)
+        deadline = time.monotonic() + args.timeout
+        result = None
+        while time.monotonic() < deadline:
+            result = store.result(temp.name, key)
+            if result is not None:
+                break
+            await asyncio.sleep(0.2)
+        if result is None:
+            raise ServiceUnavailable(
+                f"no result within {args.timeout:g}s: is a worker polling task queue 'timeline'? "
+                "(start one with `timeline worker`, or the whole stack with `timeline up`)")
+        spans = [{"start": s, "value": v, **({"slope": m} if result.timeline.slopes else {})}
+                 for s, v, m in zip(result.timeline.starts, result.timeline.values,
+                                    result.timeline.slopes or [None] * len(result.timeline.starts))]
+        print(f"result for key {key!r}: {json.dumps(spans)}")
+        print("dry run ok: the tree received the event and the root published its result")
+        return 0
+    finally:
+        await stop_tree(client, temp)
+        store.remove(temp.name)
+        store.close()
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    w = sub.add_parser("worker", help="run a Temporal worker for the node workflows and activities")
+    add_endpoint_options(w)
+    w.add_argument("--task-queue", default="timeline", help="task queue (default timeline)")
+    w.set_defaults(handler=worker_command)
+
+    f = sub.add_parser("feeder", help="feed a source topic into every timeline registered on it "
+                                      "(also: sample-event-feeder)")
+    add_feeder_options(f)
+
+    r = sub.add_parser("register", help="register a timeline (also: register-workflow)")
+    add_register_options(r)
+
+
+def add_feeder_options(f: argparse.ArgumentParser) -> None:
+    add_endpoint_options(f)
+    f.add_argument("--topic", default="video-events", help="source topic (default video-events)")
+    f.add_argument("--subscription", default="timeline-feeder", help="subscription name (default timeline-feeder)")
+    f.add_argument("--batch-size", type=int, default=500, help="events per batch at most (default 500)")
+    f.add_argument("--linger-ms", type=int, default=200, help="longest wait to fill a batch (default 200)")
+    f.add_argument("--dead-letter-topic", help="where bad messages go (default TOPIC-dead-letter)")
+    f.set_defaults(handler=feeder_command)
+
+
+def add_register_options(r: argparse.ArgumentParser) -> None:
+    r.description = ("Register a named timeline: type-check EXPR, save the registration (durable), start its "
+                     "workflow tree (a workflow per node per shard) and print it.")
+    r.add_argument("name", nargs="?", metavar="NAME", help="timeline name: a-z, 0-9, '-', '_'")
+    r.add_argument("expr", nargs="?", metavar="EXPR", help="the expression, or @FILE")
+    r.add_argument("--topic", help="source topic the feeder reads")
+    r.add_argument("--key", help="dotted path of the key in an event (session_id, page.page_id)")
+    r.add_argument("--time", help="dotted path of the event time (ts, meta.dt)")
+    r.add_argument("--shards", type=int, default=4, help="key shards (default 4)")
+    r.add_argument("--idle-timeout", default="30m", help="close a key after this long without events "
+                                                         "(default 30m)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="send one sample event through a throw-away copy of the tree, print the result, clean up")
+    r.add_argument("--sample-event", metavar="JSON", help="the event for --dry-run (default: made from EXPR)")
+    r.add_argument("--timeout", type=float, default=30, help="seconds to wait for the dry run's result")
+    r.add_argument("--list", action="store_true", help="list registered timelines")
+    r.add_argument("--json", action="store_true", help="with --list: print JSON")
+    r.add_argument("--remove", metavar="NAME", help="stop a timeline's workflows and delete it and its results")
+    add_endpoint_options(r, pulsar=False)
+    r.set_defaults(handler=register_command)

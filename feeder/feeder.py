@@ -1,0 +1,247 @@
+"""The feeder: a source topic -> the leaf workflows of every timeline on it.
+
+A receiver thread takes messages from Pulsar into batches (size / linger). For
+each batch the feeder decodes every message once, and for each timeline
+registered on the topic routes the event to its shard. A message that is not
+a JSON object, or has no usable key or time for a timeline, goes to the
+dead-letter topic with its reason. Then one signal per leaf per shard carries
+the shard's events (signal-with-start). Only after Temporal has accepted every
+signal of the batch are its messages acknowledged; a redelivered batch changes
+nothing, since leaves skip positions they have applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from dsl.compiler import Plan, compile_expression
+from dsl.errors import EventError
+from dsl.events import MISSING, get_path, parse_key, parse_time, split_path
+from dsl.incremental import EventBatch
+from store.base import ResultsStore
+from workflows.control import send_batch
+from workflows.models import EventBatchSignal, TimelineSpec, shard_of
+
+log = logging.getLogger("timeline.feeder")
+
+
+@dataclass
+class FeederSettings:
+    topic: str
+    subscription: str = "timeline-feeder"
+    batch_size: int = 500
+    linger_ms: int = 200
+    dead_letter_topic: str | None = None
+    refresh_s: float = 2.0          # how often registrations are re-read
+    continue_as_new_after: int | None = None
+
+    @property
+    def dead_letter(self) -> str:
+        return self.dead_letter_topic or f"{self.topic}-dead-letter"
+
+
+@dataclass
+class FeederStats:
+    messages: int = 0
+    events_routed: int = 0
+    dead_lettered: int = 0
+    signals: int = 0
+    batches: int = 0
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class _Route:
+    spec: TimelineSpec
+    plan: Plan
+    key_path: tuple[str, ...]
+    time_path: tuple[str, ...]
+    columns: list[tuple[str, ...]]
+
+
+class _ShardBuffer:
+    """Columns of one (timeline, shard) batch being built."""
+
+    def __init__(self, columns: list[tuple[str, ...]]):
+        self.keys: list[str] = []
+        self.times: list[int] = []
+        self.positions: list[tuple[int, int, int]] = []
+        self.columns = {".".join(c): [] for c in columns}
+        self.paths = list(zip(self.columns, columns))
+
+    def add(self, key: str, t: int, position: tuple[int, int, int], event: dict) -> None:
+        self.keys.append(key)
+        self.times.append(t)
+        self.positions.append(position)
+        for name, path in self.paths:
+            value = get_path(event, path)
+            self.columns[name].append(None if isinstance(value, (dict, list)) or value is MISSING else value)
+
+
+class Feeder:
+    def __init__(self, temporal_client, pulsar_client, store: ResultsStore, settings: FeederSettings):
+        self.temporal = temporal_client
+        self.pulsar = pulsar_client
+        self.store = store
+        self.settings = settings
+        self.stats = FeederStats()
+        self.routes: list[_Route] = []
+        self._routes_at = 0.0
+        self._decoder = msgspec.json.Decoder()
+        self._dlq = None
+
+    # --- registrations -------------------------------------------------------------
+    def refresh_routes(self, force: bool = False) -> list[_Route]:
+        now = time.monotonic()
+        if not force and now - self._routes_at < self.settings.refresh_s:
+            return self.routes
+        routes = []
+        for spec in self.store.list():
+            if spec.source_topic != self.settings.topic:
+                continue
+            plan = compile_expression(spec.expression)
+            routes.append(_Route(spec, plan, split_path(spec.key_path), split_path(spec.time_path), plan.columns()))
+        if [r.spec.name for r in routes] != [r.spec.name for r in self.routes]:
+            log.info("feeding %s -> %s", self.settings.topic, [r.spec.name for r in routes] or "no timelines yet")
+        self.routes, self._routes_at = routes, now
+        return routes
+
+    # --- one batch of messages -------------------------------------------------------
+    async def process(self, messages: list) -> None:
+        routes = self.refresh_routes()
+        buffers: dict[tuple[str, int], _ShardBuffer] = {}
+        dead: list[tuple[Any, str, str | None]] = []
+        for msg in messages:
+            self.stats.messages += 1
+            mid = msg.message_id()
+            position = (mid.ledger_id(), mid.entry_id(), mid.batch_index())
+            try:
+                event = self._decoder.decode(msg.data())
+            except msgspec.DecodeError as exc:
+                dead.append((msg, f"not valid JSON: {exc}", None))
+                continue
+            if not isinstance(event, dict):
+                dead.append((msg, f"not a JSON object: {type(event).__name__}", None))
+                continue
+            for route in routes:
+                try:
+                    key = parse_key(get_path(event, route.key_path), route.spec.key_path)
+                    t = parse_time(get_path(event, route.time_path), route.spec.time_path)
+                except EventError as exc:
+                    dead.append((msg, exc.reason, route.spec.name))
+                    continue
+                shard = shard_of(key, route.spec.shards)
+                buf = buffers.get((route.spec.name, shard))
+                if buf is None:
+                    buf = buffers[(route.spec.name, shard)] = _ShardBuffer(route.columns)
+                buf.add(key, t, position, event)
+                self.stats.events_routed += 1
+        if dead:
+            self._dead_letter(dead)
+        by_name = {r.spec.name: r for r in routes}
+        sends = []
+        for (name, shard), buf in buffers.items():
+            route = by_name[name]
+            signal = EventBatchSignal(
+                topic=messages[0].topic_name(), positions=buf.positions,
+                events=EventBatch(keys=buf.keys, times=buf.times, columns=buf.columns),
+            )
+            sends.append(self._send_with_retry(route, shard, signal))
+            self.stats.signals += len(route.plan.leaves)
+        await asyncio.gather(*sends)
+        self.stats.batches += 1
+
+    async def _send_with_retry(self, route: _Route, shard: int, signal: EventBatchSignal) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await send_batch(self.temporal, route.spec, route.plan, shard, signal,
+                                 continue_as_new_after=self.settings.continue_as_new_after)
+                return
+            except Exception as exc:  # Temporal unavailable: keep the batch, unacknowledged, and retry
+                log.warning("signalling %s shard %d failed (%s); retrying in %.1fs", route.spec.name, shard,
+                            exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _dead_letter(self, dead: list) -> None:
+        if self._dlq is None:
+            self._dlq = self.pulsar.create_producer(self.settings.dead_letter, batching_enabled=True)
+        for msg, reason, timeline in dead:
+            props = {"reason": reason, "source_topic": msg.topic_name(),
+                     "message_id": str(msg.message_id())}
+            if timeline:
+                props["timeline"] = timeline
+            self._dlq.send_async(msg.data(), None, properties=props)
+            self.stats.dead_lettered += 1
+            log.warning("dead-lettered a message from %s: %s", msg.topic_name(), reason)
+        self._dlq.flush()
+
+    # --- the loop ---------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        import pulsar
+
+        consumer = self.pulsar.subscribe(
+            self.settings.topic, self.settings.subscription, consumer_type=pulsar.ConsumerType.Failover,
+            initial_position=pulsar.InitialPosition.Earliest,
+        )
+        self.refresh_routes(force=True)
+        batches: queue.Queue = queue.Queue(maxsize=4)  # back-pressure on the receiver
+        receiver = threading.Thread(target=self._receive, args=(consumer, batches, stop), daemon=True)
+        receiver.start()
+        loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set() or not batches.empty():
+                try:
+                    messages = await loop.run_in_executor(None, batches.get, True, 0.2)
+                except queue.Empty:
+                    continue
+                if messages is None:
+                    break
+                await self.process(messages)
+                # Individual acks: pulsar-lite ignores cumulative ones (dispatch then
+                # stalls at its unacked limit); the client sends them in bulk anyway.
+                for msg in messages:
+                    consumer.acknowledge(msg)
+        finally:
+            stop.set()
+            receiver.join(timeout=5)
+            consumer.close()
+            if self._dlq is not None:
+                self._dlq.close()
+
+    def _receive(self, consumer, batches: queue.Queue, stop: asyncio.Event) -> None:
+        import pulsar
+
+        pending: list = []
+        deadline = None
+        linger = self.settings.linger_ms / 1000
+        while not stop.is_set():
+            wait_ms = 100 if deadline is None else max(1, int((deadline - time.monotonic()) * 1000))
+            try:
+                pending.append(consumer.receive(timeout_millis=wait_ms))
+                if deadline is None:
+                    deadline = time.monotonic() + linger
+            except pulsar.Timeout:
+                pass
+            except Exception:  # the client is closing
+                if stop.is_set():
+                    break
+                raise
+            if pending and (len(pending) >= self.settings.batch_size or time.monotonic() >= deadline):
+                while not stop.is_set():
+                    try:
+                        batches.put(pending, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                pending, deadline = [], None
+        batches.put(None)

@@ -1,0 +1,81 @@
+"""Helpers for runtime integration tests: real processes, real servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from dsl.batch import evaluate
+from dsl.compiler import compile_expression
+from dsl.decode import decode_jsonl
+from dsl.events import split_path
+from dsl.incremental import KeyTimeline, from_span_set
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def kill9(self) -> None:
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(timeout=20)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.popen.wait(timeout=10)
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def spawn(name: str, argv: list[str], logs: Path) -> Proc:
+    """`python -m cli.main ARGV` in its own process group, output to a log file."""
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{name}.log"
+    out = open(log, "ab")
+    popen = subprocess.Popen([sys.executable, "-m", "cli.main", *argv], stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True, cwd=Path(__file__).resolve().parents[2])
+    return Proc(name, popen, log)
+
+
+def batch_timelines(expression: str, records: list[dict], key: str, time: str) -> dict[str, KeyTimeline]:
+    """Root timelines per key from the batch evaluator, on the same events."""
+    plan = compile_expression(expression)
+    data = b"\n".join(msgspec.json.encode(r) for r in records)
+    decoded = decode_jsonl(data, split_path(key), split_path(time), plan.columns())
+    root = evaluate(plan, decoded.events, {plan.root})[plan.root]
+    return dict(zip(decoded.key_names, from_span_set(root, len(decoded.key_names))))
+
+
+def produce(pulsar_url: str, topic: str, payloads: list[bytes]) -> None:
+    import pulsar
+
+    client = pulsar.Client(pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    try:
+        producer = client.create_producer(topic, batching_enabled=True, block_if_queue_full=True)
+        for p in payloads:
+            producer.send_async(p, None)
+        producer.flush()
+        producer.close()
+    finally:
+        client.close()

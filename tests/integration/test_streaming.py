@@ -1,0 +1,190 @@
+"""The durable runtime end to end on real servers: Pulsar -> feeder -> tree of
+Temporal workflows -> results store, compared with the batch evaluator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from dsl.compiler import compile_expression
+from producers.video_sessions import generate_sessions
+from runtime_helpers import batch_timelines, produce, spawn
+from store import open_store
+from workflows.control import connect, node_status
+
+ROOT = Path(__file__).resolve().parents[2]
+CIR = (ROOT / "examples" / "cir.tl").read_text()
+EXPRESSIONS = {
+    "cir": CIR,
+    "cdn": 'duration_in_cur_state(latest_event_to_state(cdn)) >= 30s || latest_event_to_state(bitrate) > 3000',
+    "seeky": 'has_existed_within(playerStateChange == "seek", 2s) && !has_existed(playerStateChange == "pause")',
+}
+
+
+@pytest.fixture
+def runtime(temporal_server, pulsar_server, tmp_path):
+    """Endpoints, a unique topic and store, and the processes started (stopped at the end)."""
+    store_url = f"sqlite:///{tmp_path / 'results.db'}"
+    endpoints = ["--temporal", temporal_server.address, "--pulsar", pulsar_server.address, "--store", store_url]
+    procs = []
+
+    class Runtime:
+        procs = []
+        topic = f"video-{uuid.uuid4().hex[:8]}"
+        suffix = uuid.uuid4().hex[:6]
+        logs = tmp_path / "logs"
+
+        def start(self, name, *argv):
+            proc = spawn(name, [*argv, *endpoints], self.logs)
+            procs.append(proc)
+            self.procs.append(proc)
+            return proc
+
+        def worker(self):
+            return self.start("worker", "worker")
+
+        def feeder(self, *extra):
+            return self.start("feeder", "feeder", "--topic", self.topic, "--batch-size", "300", "--linger-ms", "100",
+                              *extra)
+
+        def register(self, name, expression, shards=3):
+            proc = subprocess.run(
+                [sys.executable, "-m", "cli.main", "register", name, expression, "--topic", self.topic, "--key",
+                 "session_id", "--time", "ts", "--shards", str(shards), "--idle-timeout", "1h", *endpoints[:2],
+                 *endpoints[4:]], capture_output=True, text=True, cwd=ROOT, timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            return proc.stdout
+
+        def store(self):
+            return open_store(store_url)
+
+    rt = Runtime()
+    yield rt
+    for p in procs:
+        p.stop()
+
+
+def _records(n_sessions, seed):
+    events = generate_sessions(n_sessions, seed=seed, out_of_order=0.2)
+    return events.to_records()
+
+
+def _assert_streaming_equals_batch(rt, names, records, wait_for, timeout=180):
+    expected = {name: batch_timelines(EXPRESSIONS[name.split("-")[0]], records, "session_id", "ts")
+                for name in names}
+    store = rt.store()
+
+    def converged():
+        for name in names:
+            for key, tl in expected[name].items():
+                got = store.result(name, key)
+                if got is None or got.timeline != tl:
+                    return False
+        return True
+
+    try:
+        wait_for(converged, timeout=timeout, interval=0.5, message="streaming results to equal batch results")
+    except AssertionError:
+        name = names[0]
+        bad = [k for k, tl in expected[name].items() if (store.result(name, k) or None) is None
+               or store.result(name, k).timeline != tl]
+        raise AssertionError(f"{len(bad)} keys of {name} differ, e.g. {bad[:3]}; logs:\n"
+                             + "\n".join(p.tail() for p in []))
+    return expected
+
+
+def _events_applied(aio, temporal_address, spec_name, expression, shards=3):
+    async def total():
+        client = await connect(temporal_address)
+        plan = compile_expression(expression)
+        counts = {}
+        for leaf in plan.leaves:
+            counts[leaf.id] = 0
+            for shard in range(shards):
+                from store.base import ResultsStore  # noqa: F401
+                st = await node_status(client, _spec(spec_name, expression, shards), leaf.id, shard)
+                counts[leaf.id] += st.events_applied
+        return counts
+
+    return aio.run(total())
+
+
+def _spec(name, expression, shards):
+    from workflows.models import TimelineSpec
+
+    return TimelineSpec(name=name, expression=expression, source_topic="-", key_path="session_id",
+                        time_path="ts", shards=shards)
+
+
+def test_streaming_equals_batch_for_several_expressions(runtime, pulsar_server, temporal_server, wait_for, aio):
+    names = [f"{n}-{runtime.suffix}" for n in EXPRESSIONS]
+    runtime.worker()
+    for name in names:
+        out = runtime.register(name, EXPRESSIONS[name.split("-")[0]])
+        assert f"timeline/{name}/" in out
+    runtime.feeder()
+    records = _records(150, seed=11)
+    produce(pulsar_server.address, runtime.topic, [msgspec.json.encode(r) for r in records])
+    _assert_streaming_equals_batch(runtime, names, records, wait_for)
+    counts = _events_applied(aio, temporal_server.address, names[0], CIR)
+    assert set(counts.values()) == {len(records)}, counts  # every event applied once, by every leaf
+
+
+def test_kill_worker_then_feeder_mid_stream(runtime, pulsar_server, temporal_server, wait_for, aio):
+    name = f"cir-{runtime.suffix}"
+    worker = runtime.worker()
+    runtime.register(name, CIR)
+    feeder = runtime.feeder()
+    records = _records(200, seed=5)
+    payloads = [msgspec.json.encode(r) for r in records]
+    third = len(payloads) // 3
+    produce(pulsar_server.address, runtime.topic, payloads[:third])
+    store = runtime.store()
+    wait_for(lambda: len(store.keys(name)) > 10, timeout=60, message="first results")
+    worker.kill9()
+    produce(pulsar_server.address, runtime.topic, payloads[third:2 * third])
+    runtime.worker()
+    wait_for(lambda: len(store.keys(name)) > 40, timeout=90, message="results after the worker restart")
+    feeder.kill9()
+    produce(pulsar_server.address, runtime.topic, payloads[2 * third:])
+    runtime.feeder()
+    _assert_streaming_equals_batch(runtime, [name], records, wait_for)
+    counts = _events_applied(aio, temporal_server.address, name, CIR)
+    assert set(counts.values()) == {len(records)}, counts
+
+
+def test_bad_messages_reach_the_dead_letter_topic(runtime, pulsar_server, wait_for):
+    import pulsar
+
+    name = f"cir-{runtime.suffix}"
+    runtime.worker()
+    runtime.register(name, CIR, shards=1)
+    runtime.feeder()
+    good = {"session_id": "ok", "ts": 1000, "playerStateChange": "play"}
+    bad = [b"not json", b"[1, 2]", json.dumps({"ts": 5}).encode(), json.dumps({"session_id": "x"}).encode(),
+           json.dumps({"session_id": "y", "ts": "tuesday"}).encode()]
+    client = pulsar.Client(pulsar_server.address, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    try:
+        dlq = client.subscribe(f"{runtime.topic}-dead-letter", "test",
+                               initial_position=pulsar.InitialPosition.Earliest)
+        produce(pulsar_server.address, runtime.topic, [msgspec.json.encode(good), *bad])
+        reasons = {}
+        for _ in bad:
+            msg = dlq.receive(timeout_millis=60_000)
+            reasons[msg.data()] = msg.properties()["reason"]
+            dlq.acknowledge(msg)
+        assert reasons[b"not json"].startswith("not valid JSON")
+        assert reasons[b"[1, 2]"] == "not a JSON object: list"
+        assert reasons[json.dumps({"ts": 5}).encode()] == "no key at 'session_id'"
+        assert "no usable time at 'ts'" in reasons[json.dumps({"session_id": "x"}).encode()]
+        assert "not epoch ms or ISO-8601" in reasons[json.dumps({"session_id": "y", "ts": "tuesday"}).encode()]
+    finally:
+        client.close()
+    store = runtime.store()
+    wait_for(lambda: store.result(name, "ok"), timeout=60, message="the good event's result")
