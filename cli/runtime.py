@@ -145,7 +145,7 @@ def register_command(args: argparse.Namespace) -> int:
         raise UsageError(f"bad registration: {_pydantic_message(exc)}") from None
     if args.dry_run:
         return asyncio.run(_dry_run(ep, spec, plan, args))
-    return asyncio.run(_register(ep, spec, plan))
+    return asyncio.run(_register(ep, spec, plan, args.continue_as_new_after))
 
 
 def _pydantic_message(exc: ValueError) -> str:
@@ -155,13 +155,13 @@ def _pydantic_message(exc: ValueError) -> str:
     return str(exc)
 
 
-async def _register(ep: Endpoints, spec: TimelineSpec, plan: Plan) -> int:
+async def _register(ep: Endpoints, spec: TimelineSpec, plan: Plan, continue_as_new_after: int | None = None) -> int:
     from workflows.control import start_tree
 
     client = await connect_temporal(ep)
     store = open_results_store(ep)
     created = store.register(spec)
-    tree = await start_tree(client, spec)
+    tree = await start_tree(client, spec, continue_as_new_after=continue_as_new_after)
     store.close()
     verb = "registered" if created else "already registered (unchanged); workflows checked"
     print(f"{verb}: timeline {spec.name!r} on topic {spec.source_topic!r} (key {spec.key_path}, time "
@@ -343,6 +343,9 @@ def add_register_options(r: argparse.ArgumentParser) -> None:
                    help="send one sample event through a throw-away copy of the tree, print the result, clean up")
     r.add_argument("--sample-event", metavar="JSON", help="the event for --dry-run (default: made from EXPR)")
     r.add_argument("--timeout", type=float, default=30, help="seconds to wait for the dry run's result")
+    r.add_argument("--continue-as-new-after", type=int, metavar="N",
+                   help="continue each workflow as new after N batches (default: when Temporal suggests it; "
+                        "small values are for tests)")
     r.add_argument("--list", action="store_true", help="list registered timelines")
     r.add_argument("--json", action="store_true", help="with --list: print JSON")
     r.add_argument("--remove", metavar="NAME", help="stop a timeline's workflows and delete it and its results")

@@ -53,11 +53,11 @@ def runtime(temporal_server, pulsar_server, tmp_path):
             return self.start("feeder", "feeder", "--topic", self.topic, "--batch-size", "300", "--linger-ms", "100",
                               *extra)
 
-        def register(self, name, expression, shards=3):
+        def register(self, name, expression, shards=3, *extra):
             proc = subprocess.run(
                 [sys.executable, "-m", "cli.main", "register", name, expression, "--topic", self.topic, "--key",
-                 "session_id", "--time", "ts", "--shards", str(shards), "--idle-timeout", "1h", *endpoints[:2],
-                 *endpoints[4:]], capture_output=True, text=True, cwd=ROOT, timeout=60)
+                 "session_id", "--time", "ts", "--shards", str(shards), "--idle-timeout", "1h", *extra,
+                 *endpoints[:2], *endpoints[4:]], capture_output=True, text=True, cwd=ROOT, timeout=60)
             assert proc.returncode == 0, proc.stderr
             return proc.stdout
 
@@ -188,3 +188,24 @@ def test_bad_messages_reach_the_dead_letter_topic(runtime, pulsar_server, wait_f
         client.close()
     store = runtime.store()
     wait_for(lambda: store.result(name, "ok"), timeout=60, message="the good event's result")
+
+
+def test_continue_as_new_loses_nothing(runtime, pulsar_server, temporal_server, wait_for, aio):
+    name = f"cir-{runtime.suffix}"
+    runtime.worker()
+    runtime.register(name, CIR, 2, "--continue-as-new-after", "3")
+    runtime.feeder("--batch-size", "100")
+    records = _records(120, seed=21)
+    produce(pulsar_server.address, runtime.topic, [msgspec.json.encode(r) for r in records])
+    _assert_streaming_equals_batch(runtime, [name], records, wait_for)
+    counts = _events_applied(aio, temporal_server.address, name, CIR, shards=2)
+    assert set(counts.values()) == {len(records)}, counts
+
+    async def runs():
+        client = await connect(temporal_server.address)
+        n = 0
+        async for wf in client.list_workflows(f"WorkflowId = 'timeline/{name}/{compile_expression(CIR).root}/0'"):
+            n += 1
+        return n
+
+    assert aio.run(runs()) > 1  # the root of shard 0 continued as new at least once
