@@ -9,7 +9,7 @@ from dsl.errors import TimelineError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cli import evaluate, runtime
+    from cli import demo, evaluate, runtime, up
 
     parser = argparse.ArgumentParser(
         prog="timeline",
@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     evaluate.add_parsers(sub)
     runtime.add_parsers(sub)
+    up.add_parsers(sub)
+    demo.add_parsers(sub)
     return parser
 
 
