@@ -187,8 +187,9 @@ class ServerProcess:
 
     def kill(self) -> None:
         """SIGKILL at once: for tests of crash recovery."""
-        self._signal(signal.SIGKILL)
-        self._wait(5)
+        if self.alive():
+            self._signal(signal.SIGKILL)
+            self._wait(5)
         if self._popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._popen.wait(timeout=1)
@@ -207,13 +208,34 @@ def _tail(path: Path, offset: int, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
+def _cause(path: Path, offset: int) -> str:
+    """The line saying why a server quit: both binaries end with `Error: ...`.
+
+    Shown first because the tail is often shutdown noise that buries it.
+    """
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        if line.startswith("Error:"):
+            hint = ""
+            if "lock" in line.lower():  # SQLITE_BUSY / RocksDB LOCK: the state is in use
+                hint = "\n  hint: another server is probably running on the same state directory"
+            return f"\n  cause: {line.strip()}{hint}"
+    return ""
+
+
 def _die_with_parent_hook() -> Callable[[], None] | None:
     """A preexec_fn asking Linux to SIGTERM the child when its parent dies, or None.
 
     Used by tests: a test run killed before its teardown must not leave servers behind.
     Linux only (prctl PR_SET_PDEATHSIG). Linux ties it to the *thread* that started the
-    server, so start such servers from a thread that lives as long as they should. libc and prctl are resolved here, in the parent,
-    so the forked child runs as little Python as possible.
+    server, so start such servers from a thread that lives as long as they should.
+    libc and prctl are resolved here, in the parent, so the forked child runs as
+    little Python as possible.
     """
     if not sys.platform.startswith("linux"):
         return None
@@ -293,7 +315,8 @@ def _wait_ready(
         if proc.poll() is not None:
             tail = _tail(log_path, log_offset, LOG_TAIL_LINES)
             raise StackError(
-                f"{service} exited with code {proc.returncode} while starting; log {log_path}:\n{tail}"
+                f"{service} exited with code {proc.returncode} while starting"
+                f"{_cause(log_path, log_offset)}\n  log {log_path} ends:\n{tail}"
             )
         try:
             probe()

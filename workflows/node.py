@@ -27,7 +27,9 @@ STATE_WARN_BYTES = 1_000_000  # Temporal's payload limit is 2 MB
 PUBLISH_TIMEOUT = timedelta(seconds=60)
 
 
-@workflow.defn(name="TimelineNode")
+# Not sandboxed: the node runs only the pure, deterministic algebra (dsl/), and
+# the sandbox's proxied builtins cost a quarter of the worker's CPU here.
+@workflow.defn(name="TimelineNode", sandboxed=False)
 class TimelineNodeWorkflow:
     def __init__(self) -> None:
         self.pending_events: list[EventBatchSignal] = []

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from cli.stack import ServerProcess, StackError, port_in_use, start_pulsar, start_temporal
 
 
-@workflow.defn(sandboxed=True)
+@workflow.defn
 class Greet:
     @workflow.run
     async def run(self, name: str) -> str:

@@ -1,0 +1,213 @@
+"""Streaming benchmark on the embedded stack (real Temporal dev server, pulsar-lite,
+worker and feeder processes), the CIR timeline of SPEC.md.
+
+Measures, in one run:
+  * sustained throughput: N events produced at once; events/s from the first
+    send until every session's result in the store equals the batch
+    evaluator's on the same events (final, queryable);
+  * latency: events produced at a fixed rate; for each session, the time from
+    sending its last event until its final result is queryable (p50, p99);
+  * Temporal cost: history events of the timeline's workflows per 1,000 events
+    (signals, workflow tasks, activities, timers: what the server stores);
+  * the naive baseline: the same pipeline with one event per signal
+    (feeder --batch-size 1), on fewer events; the ratio of events/s.
+
+    .venv/bin/python -m bench.streaming --sessions 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+from cli import stack
+from cli.demo import _batch
+from producers.video_sessions import generate_sessions
+
+ROOT = Path(__file__).resolve().parent.parent
+CIR = (ROOT / "examples" / "cir.tl").read_text()
+
+
+class Stack:
+    def __init__(self, state: Path, batch_size: int, linger_ms: int):
+        self.state = state
+        self.temporal = stack.start_temporal(state / "temporal")
+        self.pulsar = stack.start_pulsar(state / "pulsar")
+        self.store_url = f"sqlite:///{state / 'results.db'}"
+        self.ep = ["--temporal", self.temporal.address, "--pulsar", self.pulsar.address, "--store", self.store_url]
+        self.batch_size, self.linger_ms = batch_size, linger_ms
+        self.procs = []
+        self.topics: list[str] = []
+
+    def spawn(self, name: str, argv: list[str]):
+        log = self.state / "logs" / f"{name}.log"
+        proc, _ = stack._launch(name, [sys.executable, "-m", "cli.main", *argv, *self.ep], log, ROOT)
+        self.procs.append(proc)
+        return proc
+
+    def start_worker(self):
+        self.spawn("worker", ["worker"])
+
+    def start_feeder(self, topic: str, batch_size: int):
+        self.spawn(f"feeder-{topic}", ["feeder", "--topic", topic, "--batch-size", str(batch_size),
+                                       "--linger-ms", str(self.linger_ms)])
+
+    def register(self, name: str, topic: str, shards: int):
+        import subprocess
+
+        out = subprocess.run([sys.executable, "-m", "cli.main", "register", name, CIR, "--topic", topic, "--key",
+                              "session_id", "--time", "ts", "--shards", str(shards), "--idle-timeout", "1h",
+                              "--temporal", self.temporal.address, "--store", self.store_url],
+                             capture_output=True, text=True, cwd=ROOT)
+        if out.returncode != 0:
+            raise SystemExit(out.stderr)
+
+    def close(self):
+        for p in self.procs:
+            try:
+                import os
+                import signal
+
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=20)
+            except Exception:
+                p.kill()
+        self.pulsar.stop()
+        self.temporal.stop()
+
+
+def records_for(sessions: int, seed: int, prefix: str, start_ms: int) -> list[dict]:
+    recs = generate_sessions(sessions, seed=seed, out_of_order=0.1, start_ms=start_ms).to_records()
+    for r in recs:
+        r["session_id"] = f"{prefix}{r['session_id']}"
+    return recs
+
+
+def send(pulsar_url: str, topic: str, records: list[dict], rate: float = 0.0) -> dict[str, float]:
+    """Produce records (at `rate` events/s, 0 = at once); returns each session's last send time."""
+    import pulsar
+
+    client = pulsar.Client(pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    producer = client.create_producer(topic, batching_enabled=True, block_if_queue_full=True,
+                                      batching_max_publish_delay_ms=5)
+    enc = msgspec.json.Encoder()
+    last_sent: dict[str, float] = {}
+    start = time.monotonic()
+    for i, r in enumerate(records):
+        if rate:
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        producer.send_async(enc.encode(r), None, partition_key=r["session_id"])
+        last_sent[r["session_id"]] = time.monotonic()
+    producer.flush()
+    producer.close()
+    client.close()
+    return last_sent
+
+
+def wait_final(store_url: str, timeline: str, expected: dict, timeout: float) -> dict[str, float]:
+    """Poll the store until every key's timeline equals the expected one; returns when each became final."""
+    from store import open_store
+
+    store = open_store(store_url)
+    final: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(final) < len(expected) and time.monotonic() < deadline:
+        for k, tl in expected.items():
+            if k not in final:
+                got = store.result(timeline, k)
+                if got is not None and got.timeline == tl:
+                    final[k] = time.monotonic()
+        time.sleep(0.05)
+    store.close()
+    return final
+
+
+async def history_events(address: str, timeline: str) -> int:
+    from workflows.control import connect
+
+    client = await connect(address)
+    total = 0
+    async for wf in client.list_workflows(f"WorkflowId STARTS_WITH 'timeline/{timeline}/'"):
+        handle = client.get_workflow_handle(wf.id, run_id=wf.run_id)
+        async for _ in handle.fetch_history_events():
+            total += 1
+    return total
+
+
+def run_case(st: Stack, name: str, topic: str, records: list[dict], shards: int, batch_size: int,
+             rate: float, timeout: float) -> dict:
+    st.register(name, topic, shards)
+    st.start_feeder(topic, batch_size)
+    expected = _batch(CIR, records)
+    t0 = time.monotonic()
+    last_sent = send(st.pulsar.address, topic, records, rate)
+    final = wait_final(st.store_url, name, expected, timeout)
+    elapsed = max(final.values()) - t0 if len(final) == len(expected) else float("nan")
+    latencies = sorted(final[k] - last_sent[k] for k in final)
+    hist = asyncio.run(history_events(st.temporal.address, name))
+    return {"events": len(records), "sessions": len(expected), "final": len(final), "seconds": elapsed,
+            "events_per_s": len(records) / elapsed if elapsed == elapsed else 0.0,
+            "p50": _pct(latencies, 50), "p99": _pct(latencies, 99),
+            "history_per_1000": hist * 1000 / len(records)}
+
+
+def _pct(values: list[float], p: int) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=2000, help="sessions for the throughput run (~48 events each)")
+    ap.add_argument("--latency-rate", type=float, default=1000, help="events/s for the latency run")
+    ap.add_argument("--latency-sessions", type=int, default=300)
+    ap.add_argument("--naive-sessions", type=int, default=40, help="sessions for the one-signal-per-event baseline")
+    ap.add_argument("--shards", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=2000, help="feeder batch size")
+    ap.add_argument("--linger-ms", type=int, default=200)
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--keep", action="store_true", help="keep the state folder")
+    args = ap.parse_args(argv)
+
+    state = Path(tempfile.mkdtemp(prefix="timeline-bench-"))
+    st = Stack(state, args.batch_size, args.linger_ms)
+    try:
+        st.start_worker()
+        now = int(time.time() * 1000) - 3_600_000
+        print(f"stack up in {state}; shards={args.shards}, feeder batch={args.batch_size}, linger={args.linger_ms}ms")
+        thr = run_case(st, "bench-throughput", "bench-throughput", records_for(args.sessions, 1, "t", now),
+                       args.shards, args.batch_size, 0, args.timeout)
+        print(f"throughput: {thr['events']:,} events ({thr['sessions']:,} sessions) final in {thr['seconds']:.1f}s "
+              f"= {thr['events_per_s']:,.0f} events/s; {thr['history_per_1000']:.0f} history events per 1,000 events")
+        lat = run_case(st, "bench-latency", "bench-latency", records_for(args.latency_sessions, 2, "l", now),
+                       args.shards, args.batch_size, args.latency_rate, args.timeout)
+        print(f"latency at {args.latency_rate:,.0f} events/s: session's last event -> final result "
+              f"p50 {lat['p50']:.2f}s p99 {lat['p99']:.2f}s ({lat['final']}/{lat['sessions']} sessions)")
+        naive = run_case(st, "bench-naive", "bench-naive", records_for(args.naive_sessions, 3, "n", now),
+                         args.shards, 1, 0, args.timeout)
+        print(f"naive baseline (one event per signal): {naive['events']:,} events in {naive['seconds']:.1f}s "
+              f"= {naive['events_per_s']:,.0f} events/s; {naive['history_per_1000']:.0f} history events per "
+              f"1,000 events")
+        print(f"ratio batched / naive: {thr['events_per_s'] / naive['events_per_s']:.1f}x events/s, "
+              f"{naive['history_per_1000'] / thr['history_per_1000']:.1f}x fewer history events per event")
+        return 0
+    finally:
+        st.close()
+        if not args.keep:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
