@@ -21,6 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_parsers(sub)
     up.add_parsers(sub)
     demo.add_parsers(sub)
+    from api import cli as api_cli
+    from producers import cli as producer_cli
+
+    api_cli.add_parsers(sub)
+    produce = sub.add_parser("produce", help="write sample events to Pulsar (also: sample-event-producer)")
+    producer_cli.add_producer_options(produce)
+    produce.set_defaults(handler=producer_cli.producer_command)
     return parser
 
 
@@ -64,5 +71,42 @@ def sample_event_feeder_main(argv: list[str] | None = None) -> int:
                         "Feed a source topic into every timeline registered on it."), argv)
 
 
+def _exit_now(code: int) -> None:
+    """Leave without interpreter finalisation.
+
+    The Temporal client's Rust runtime keeps threads that can race Python's
+    shutdown ("Fatal Python error: PyGILState_Release"), and the client has no
+    close(). Our commands close what they opened themselves, so once the work
+    is done, flush and leave."""
+    import logging
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+def console_main() -> None:
+    _exit_now(main())
+
+
+def console_register_workflow() -> None:
+    _exit_now(register_workflow_main())
+
+
+def console_sample_event_producer() -> None:
+    from producers.cli import main as producer_main
+
+    _exit_now(producer_main())
+
+
+def console_sample_event_feeder() -> None:
+    _exit_now(sample_event_feeder_main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

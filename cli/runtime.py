@@ -351,3 +351,40 @@ def add_register_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--remove", metavar="NAME", help="stop a timeline's workflows and delete it and its results")
     add_endpoint_options(r, pulsar=False)
     r.set_defaults(handler=register_command)
+
+
+# --- shared with the HTTP API (api/app.py) -----------------------------------------------------
+
+def build_spec(name: str, expression: str, topic: str, key: str, time: str, shards: int = 4,
+               idle_timeout_s: float = 1800.0) -> tuple[TimelineSpec, Plan]:
+    """Check and build a registration as `register` does: key and time paths, then the expression
+    (a DslError before anything is registered), then the fields (a UsageError saying which one)."""
+    split_path(key), split_path(time)
+    plan = compile_expression(expression)
+    try:
+        spec = TimelineSpec(name=name, expression=expression, source_topic=topic, key_path=key, time_path=time,
+                            shards=shards, idle_timeout_s=idle_timeout_s)
+    except ValueError as exc:
+        raise UsageError(f"bad registration: {_pydantic_message(exc)}") from None
+    return spec, plan
+
+
+async def register_spec(client, store, spec: TimelineSpec) -> tuple[bool, list]:
+    """Save the registration, then start its workflow tree (running workflows are kept), as `register`
+    does. Returns (False if the same registration existed, the tree's WorkflowNodes); a different
+    registration under the name raises store.TimelineExists."""
+    from workflows.control import start_tree
+
+    created = store.register(spec)
+    tree = await start_tree(client, spec)
+    return created, tree
+
+
+async def remove_spec(client, store, spec: TimelineSpec) -> int:
+    """Stop the timeline's workflows, then delete it and its results, as `register --remove` does;
+    returns how many workflows were running."""
+    from workflows.control import stop_tree
+
+    stopped = await stop_tree(client, spec)
+    store.remove(spec.name)
+    return stopped

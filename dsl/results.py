@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
 from dsl.ast import Aggregation
 from dsl.spans import Frame, NumericSpans, SpanSet, key_offsets, next_start, numbers_to_python, values_at
+
+if TYPE_CHECKING:
+    from dsl.incremental import KeyTimeline
 
 
 class Span(msgspec.Struct, array_like=False, gc=False):
@@ -117,3 +120,21 @@ def group_label(value: Any) -> str:
 
 def _num(v: float) -> int | float:
     return int(v) if float(v).is_integer() else v
+
+
+def key_timeline_spans(timeline: KeyTimeline, frm: int | None = None, to: int | None = None
+                       ) -> list[Span | NumericSpan]:
+    """One key's timeline (a `dsl.incremental.KeyTimeline`) as the spans `timeline eval` prints,
+    clipped to [frm, to) when given: Span rows, or NumericSpan rows for a numeric timeline
+    (whole numbers as int, an unknown stretch with value and slope null)."""
+    starts = list(timeline.starts)
+    ends: list[int | None] = [*starts[1:], None]
+    rows: list[Span | NumericSpan]
+    if timeline.slopes is not None:
+        rows = [NumericSpan(s, e, None, None) if v is None else NumericSpan(s, e, _num(v), _num(m))
+                for s, e, v, m in zip(starts, ends, timeline.values, timeline.slopes)]
+    else:
+        rows = [Span(s, e, v) for s, e, v in zip(starts, ends, timeline.values)]
+    if frm is not None or to is not None:
+        rows = [r for r in (_clip(r, frm, to) for r in rows) if r is not None]
+    return rows

@@ -25,6 +25,25 @@ with workflow.unsafe.imports_passed_through():
 
 STATE_WARN_BYTES = 1_000_000  # Temporal's payload limit is 2 MB
 PUBLISH_TIMEOUT = timedelta(seconds=60)
+PUBLISH = "publish"
+
+
+class _Outbox:
+    """Changes waiting for one destination, merged in arrival order."""
+
+    def __init__(self) -> None:
+        self.patches: list[SpanPatch] = []
+        self.watermarks: dict[str, int] = {}
+        self.closed: dict[str, KeyTimeline] = {}
+
+    def add(self, patches, watermarks, closed) -> None:
+        self.patches.extend(patches)  # in order: a receiver applies them one after another
+        for k, wm in watermarks.items():
+            self.watermarks[k] = max(wm, self.watermarks.get(k, wm))
+        self.closed.update(closed)
+
+    def __bool__(self) -> bool:
+        return bool(self.patches or self.watermarks or self.closed)
 
 
 # Not sandboxed: the node runs only the pure, deterministic algebra (dsl/), and
@@ -40,6 +59,11 @@ class TimelineNodeWorkflow:
         self.step: LeafStep | DerivedStep | None = None
         self.batches_applied = 0
         self.run_batches = 0
+        # What is waiting to go out, per destination (a parent's workflow id, or
+        # PUBLISH at the root). Sender tasks drain these, so applying never waits
+        # on a round trip, and what piles up meanwhile leaves in one signal.
+        self.outbox: dict[str, _Outbox] = {}
+        self.sending = 0
 
     # --- handlers: record only ---------------------------------------------------
     @workflow.signal(name="events")
@@ -90,6 +114,9 @@ class TimelineNodeWorkflow:
             if inp.derived_state is not None:
                 self.step.restore(inp.derived_state)
         idle_timer = asyncio.create_task(self._idle_clock())
+        destinations = self.parents or [PUBLISH]
+        self.outbox = {d: _Outbox() for d in destinations}
+        senders = [asyncio.create_task(self._sender(d)) for d in destinations]
         try:
             while True:
                 await workflow.wait_condition(
@@ -100,14 +127,20 @@ class TimelineNodeWorkflow:
                     self.idle_due = False
                     await self._close_idle()
                 if self.stopping and not (self.pending_events or self.pending_patches):
+                    await workflow.wait_condition(lambda: not self.sending and not any(self.outbox.values()))
                     return
                 if self._should_continue_as_new():
-                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    # Carry nothing in flight: every change sent, every handler done.
+                    await workflow.wait_condition(
+                        lambda: workflow.all_handlers_finished() and not self.sending
+                        and not any(self.outbox.values()))
                     if not (self.pending_events or self.pending_patches):
                         self._warn_if_large()
                         workflow.continue_as_new(self._next_input())
         finally:
             idle_timer.cancel()
+            for task in senders:
+                task.cancel()
 
     async def _idle_clock(self) -> None:
         interval = max(1.0, self.input.spec.idle_timeout_s / 2)  # type: ignore[union-attr]
@@ -190,23 +223,38 @@ class TimelineNodeWorkflow:
         return per_child, watermarks
 
     async def _send(self, patches: list[SpanPatch], watermarks: dict[str, int], closed: dict[str, KeyTimeline]) -> None:
-        inp = self.input
-        inp.seq += 1
         self.batches_applied += 1
         self.run_batches += 1
-        if self.parents:
-            signal = PatchSignal(child=self.node.id, seq=inp.seq, patches=patches, watermarks=watermarks,
-                                 closed=list(closed))
-            await asyncio.gather(*(workflow.get_external_workflow_handle(p).signal("patches", signal)
-                                   for p in self.parents))
-        else:
-            await workflow.execute_activity(
-                "publish_results",
-                ResultsBatch(timeline=inp.spec.name, shard=inp.shard, seq=inp.seq, patches=patches,
-                             watermarks=watermarks, closed=closed, results_topic=inp.spec.results_topic_name),
-                start_to_close_timeout=PUBLISH_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
-            )
+        for box in self.outbox.values():
+            box.add(patches, watermarks, closed)
+
+    async def _sender(self, destination: str) -> None:
+        """Sends what piles up for one destination, one signal (or publish) at a time, in order."""
+        box_of = self.outbox
+        while True:
+            await workflow.wait_condition(lambda: bool(box_of[destination]))
+            box = box_of[destination]
+            box_of[destination] = _Outbox()
+            inp = self.input
+            inp.seq += 1
+            self.sending += 1
+            try:
+                if destination == PUBLISH:
+                    # A local activity: runs in this worker, no server round trip to schedule it.
+                    await workflow.execute_local_activity(
+                        "publish_results",
+                        ResultsBatch(timeline=inp.spec.name, shard=inp.shard, seq=inp.seq, patches=box.patches,
+                                     watermarks=box.watermarks, closed=box.closed,
+                                     results_topic=inp.spec.results_topic_name),
+                        start_to_close_timeout=PUBLISH_TIMEOUT,
+                        retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+                    )
+                else:
+                    signal = PatchSignal(child=self.node.id, seq=inp.seq, patches=box.patches,
+                                         watermarks=box.watermarks, closed=list(box.closed))
+                    await workflow.get_external_workflow_handle(destination).signal("patches", signal)
+            finally:
+                self.sending -= 1
 
     async def _close_idle(self) -> None:
         inp = self.input

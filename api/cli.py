@@ -1,0 +1,87 @@
+"""`timeline api`: serve the HTTP query API (api/app.py) with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+
+from cli.settings import add_endpoint_options, endpoints
+from dsl.errors import UsageError
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that a SIGINT/SIGTERM is a clean stop (exit status 0): uvicorn
+        re-raises the captured signal after shutting down, so the process would die of it."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def api_command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from cli.runtime import open_results_store
+
+    ep = endpoints(args)
+    open_results_store(ep).close()  # a bad --store is reported before the server starts
+    config = uvicorn.Config(create_app(ep), host=args.host, port=args.port, log_level=args.log_level,
+                            lifespan="on", access_log=args.access_log)
+    server = _server_class()(config)
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits when it cannot bind or start up; it logged why
+        if exc.code not in (0, None):
+            raise UsageError(f"the API could not start on {args.host}:{args.port} (see the log above); if the "
+                             "port is taken, pass --port") from None
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "api", help="serve the HTTP query API (OpenAPI at /docs)",
+        description="Serve the HTTP API: register and remove timelines, read each key's timeline (live from "
+                    "the workflows, or from the results store once the key has closed). The OpenAPI "
+                    "description is at /docs and /openapi.json.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn log level (default info)")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
+    add_endpoint_options(p)  # --pulsar is accepted like everywhere else (the API does not use it)
+    p.set_defaults(handler=api_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m api.cli ...`: the same as `timeline api ...`."""
+    from cli.main import _run
+
+    parser = argparse.ArgumentParser(prog="timeline")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    add_parsers(sub)
+    return _run(parser, ["api", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

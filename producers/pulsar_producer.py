@@ -1,0 +1,283 @@
+"""Send JSON events to a Pulsar topic: one message per event, keyed, in order.
+
+`produce_sessions` is the whole sending loop, usable from code and tests with
+any `pulsar.Client`: every record becomes one msgspec-encoded JSON message whose
+partition key is the record's session id, sent in the order given (a generator's
+arrival order, so late events stay late on the topic), with `send_async`,
+batching and a final flush. A non-zero `rate` paces the sends on a fixed
+schedule (`due_time`): event i leaves at `i / rate` seconds after the start, so
+sleeping never accumulates drift and a stall is caught up afterwards.
+
+The producer it creates is always flushed and closed, also on Ctrl-C (raised as
+`ProduceInterrupted`, which carries what was sent); the caller owns the client
+and must close it (see `open_client`): pulsar-client can crash at interpreter
+exit when a client is left to the garbage collector.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from dsl.errors import TimelineError
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_TOPIC",
+    "ProduceError",
+    "ProduceInterrupted",
+    "ProduceStats",
+    "ProgressBar",
+    "PulsarUnavailable",
+    "due_time",
+    "open_client",
+    "produce_sessions",
+    "render_progress",
+]
+
+DEFAULT_TOPIC = "video-events"
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+PROGRESS_INTERVAL_S = 0.1
+# Sleeping for less than this costs more than it paces: the schedule catches up.
+_MIN_SLEEP_S = 0.0005
+# Pending messages allowed in flight: enough for several full batches, so the
+# client pipelines batches instead of waiting for each one's receipt.
+_MAX_PENDING = 20_000
+_BATCH_MAX_MESSAGES = 1000
+_BATCH_DELAY_MS = 10
+
+ProgressCallback = Callable[[int, int, float], None]
+
+
+class PulsarUnavailable(TimelineError):
+    """Pulsar cannot be reached, or refuses the producer."""
+
+    def __init__(self, message: str, reason: str = "", unreachable: bool = False):
+        self.reason = reason or message
+        self.unreachable = unreachable  # no broker answered (as opposed to a refusal)
+        super().__init__(message)
+
+
+class ProduceError(TimelineError):
+    """Pulsar did not accept some of the events that were sent."""
+
+
+@dataclass(frozen=True)
+class ProduceStats:
+    events: int  # sent and acknowledged by the broker
+    sessions: int  # distinct partition keys among them
+    seconds: float
+    topic: str
+    total: int | None = None  # events that were to be sent (differs when interrupted)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (f"produced {self.events:,} events from {self.sessions:,} sessions in {self.seconds:.2f} s "
+                f"({self.events_per_s:,.0f} events/s) to topic {self.topic}")
+
+
+class ProduceInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `produce_sessions`; what was sent before it has been flushed."""
+
+    def __init__(self, stats: ProduceStats):
+        self.stats = stats
+        super().__init__(f"interrupted after {stats.events:,} events")
+
+
+def due_time(i: int, rate: float) -> float:
+    """Seconds after the start at which event `i` (0-based) is due; rate <= 0: no pacing."""
+    if rate <= 0:
+        return 0.0
+    return i / rate
+
+
+def open_client(url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, verbose: bool = False):
+    """A `pulsar.Client` for `url` whose lookups and producer creation give up after `timeout_s`.
+
+    The client connects lazily: an unreachable broker shows up when the producer
+    is created. Close the client explicitly when done.
+
+    The C++ client's own log is discarded unless `verbose` (then: info and up on
+    stderr): every failure that matters here is reported by `produce_sessions`,
+    and against a missing broker it would print a line per connection retry
+    before the actual error message. It is deliberately not routed through a
+    Python `logging.Logger`: with one, about one process exit in three aborted
+    ("terminate called without an active exception", SIGABRT) in our runs,
+    even with the producer and the client closed.
+    """
+    import pulsar
+
+    if verbose:
+        logger = pulsar.ConsoleLogger(pulsar.LoggerLevel.Info)
+    else:
+        logger = pulsar.FileLogger(pulsar.LoggerLevel.Error, os.devnull)
+    try:
+        return pulsar.Client(url, operation_timeout_seconds=max(1, round(timeout_s)),
+                             connection_timeout_ms=max(100, int(timeout_s * 1000 / 2)), logger=logger)
+    except Exception as exc:  # ValueError for a malformed URL, PulsarException otherwise
+        raise PulsarUnavailable(f"{url!r} is not a usable Pulsar service URL ({exc}); pass --pulsar "
+                                "pulsar://HOST:PORT", str(exc)) from None
+
+
+def produce_sessions(
+    client,
+    topic: str,
+    records: Sequence[dict[str, Any]] | Iterable[dict[str, Any]],
+    rate: float = 0,
+    progress: ProgressCallback | None = None,
+    *,
+    key: str = "session_id",
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ProduceStats:
+    """Send every record as one JSON message on `topic`, keyed by `record[key]`, in order.
+
+    `rate` is in events per second (0: as fast as possible). `progress(sent,
+    total, elapsed_s)` is called at most every 0.1 s and once at the end.
+    Raises `PulsarUnavailable` if the producer cannot be created, `ProduceError`
+    if the broker did not take every message, and `ProduceInterrupted` (a
+    KeyboardInterrupt) on Ctrl-C, after flushing what was already sent.
+    `clock`/`sleep` pace the sends and time the run; tests can pass a fake pair.
+    """
+    import pulsar
+
+    records = records if isinstance(records, Sequence) else list(records)
+    total = len(records)
+    try:
+        producer = client.create_producer(
+            topic,
+            batching_enabled=True,
+            batching_max_messages=_BATCH_MAX_MESSAGES,
+            batching_max_publish_delay_ms=_BATCH_DELAY_MS,
+            max_pending_messages=_MAX_PENDING,
+            block_if_queue_full=True,
+        )
+    except pulsar.PulsarException as exc:
+        raise PulsarUnavailable(f"cannot create a producer on topic {topic}: {_describe(exc)}", _describe(exc),
+                                unreachable=isinstance(exc, (pulsar.Timeout, pulsar.ConnectError))) from None
+
+    lock = threading.Lock()
+    acked = 0
+    failures: list[str] = []
+
+    def done(result, _message_id) -> None:  # on the client's I/O thread
+        nonlocal acked
+        with lock:
+            if result == pulsar.Result.Ok:
+                acked += 1
+            else:
+                failures.append(str(result))
+
+    encode = msgspec.json.Encoder().encode
+    keys: set[str] = set()
+    sent = 0
+    interrupted = False
+    start = clock()
+    next_progress = start + PROGRESS_INTERVAL_S
+    try:
+        try:
+            for i, record in enumerate(records):
+                if rate > 0:
+                    delay = start + due_time(i, rate) - clock()
+                    if delay > _MIN_SLEEP_S:
+                        sleep(delay)
+                k = record.get(key)
+                k = None if k is None else str(k)
+                producer.send_async(encode(record), done, partition_key=k)
+                sent += 1
+                if k is not None:
+                    keys.add(k)
+                if progress is not None:
+                    now = clock()
+                    if now >= next_progress:
+                        next_progress = now + PROGRESS_INTERVAL_S
+                        progress(sent, total, now - start)
+        except KeyboardInterrupt:
+            interrupted = True
+        try:
+            producer.flush()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for the broker
+            interrupted = True
+        except pulsar.PulsarException as exc:
+            with lock:
+                failures.append(_describe(exc))
+        else:
+            _wait_for_receipts(lambda: acked + len(failures) >= sent)
+    finally:
+        try:
+            producer.close()
+        except Exception:  # noqa: BLE001 - closing is best effort; the client close follows
+            pass
+    elapsed = clock() - start
+    with lock:
+        ok, failed = acked, list(failures)
+    if progress is not None:
+        progress(sent, total, elapsed)
+    stats = ProduceStats(events=ok, sessions=len(keys), seconds=elapsed, topic=topic, total=total)
+    if interrupted:
+        raise ProduceInterrupted(stats)
+    if failed or ok < sent:
+        first = failed[0] if failed else "no receipt from the broker"
+        raise ProduceError(f"Pulsar did not confirm {sent - ok:,} of {sent:,} events on topic {topic} "
+                           f"(first error: {first}); {ok:,} were stored")
+    return stats
+
+
+def _wait_for_receipts(settled: Callable[[], bool], timeout: float = 5.0) -> None:
+    """flush() returns when the last send completes; its callback may run just after.
+
+    Real time on purpose (not the injected clock): this waits for the client's thread.
+    """
+    deadline = time.monotonic() + timeout
+    while not settled() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = str(exc).removeprefix("Pulsar error: ")
+    return f"{name}: {text}" if text and text.lower() != name.lower() else name
+
+
+# --- progress -----------------------------------------------------------------------------
+
+
+def render_progress(sent: int, total: int, elapsed_s: float, width: int = 30) -> str:
+    """`[#####.....] 42% 4,200/10,000 events 9,870 ev/s`."""
+    fraction = sent / total if total else 1.0
+    filled = min(width, int(fraction * width))
+    rate = sent / elapsed_s if elapsed_s > 0 else 0.0
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {int(fraction * 100):3d}% "
+            f"{sent:,}/{total:,} events {rate:,.0f} ev/s")
+
+
+class ProgressBar:
+    """A one-line progress bar redrawn in place (`\\r`) on a terminal stream."""
+
+    def __init__(self, stream, width: int = 30):
+        self.stream = stream
+        self.width = width
+        self._drawn = 0
+
+    def __call__(self, sent: int, total: int, elapsed_s: float) -> None:
+        line = render_progress(sent, total, elapsed_s, self.width)
+        pad = " " * max(0, self._drawn - len(line))  # clear the rest of a longer previous line
+        self.stream.write(f"\r{line}{pad}")
+        self.stream.flush()
+        self._drawn = len(line)
+
+    def close(self) -> None:
+        """End the line (if anything was drawn), so that later output starts on a new one."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = 0
