@@ -150,9 +150,14 @@ def run_case(st: Stack, name: str, topic: str, records: list[dict], shards: int,
     st.register(name, topic, shards)
     st.start_feeder(topic, batch_size)
     expected = _batch(CIR, records)
-    t0 = time.monotonic()
-    last_sent = send(st.pulsar.address, topic, records, rate)
-    final = wait_final(st.store_url, name, expected, timeout)
+    # Watch the store while sending: a session that is final early must count early.
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        t0 = time.monotonic()
+        watcher = pool.submit(wait_final, st.store_url, name, expected, timeout)
+        last_sent = send(st.pulsar.address, topic, records, rate)
+        final = watcher.result()
     elapsed = max(final.values()) - t0 if len(final) == len(expected) else float("nan")
     latencies = sorted(final[k] - last_sent[k] for k in final)
     hist = asyncio.run(history_events(st.temporal.address, name))
