@@ -249,7 +249,7 @@ def sample_event(spec: TimelineSpec, plan: Plan, when_ms: int) -> dict[str, Any]
     return event
 
 
-async def _scalar(value: Any) -> Any:
+def _scalar(value: Any) -> Any:
     """A field value as a leaf reads it: scalars as they are; missing, objects and arrays as None."""
     return value if isinstance(value, (str, int, float, bool)) else None
 

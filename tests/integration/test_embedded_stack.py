@@ -1,0 +1,79 @@
+"""The embedded stack as a user drives it: timeline up / status / register-workflow
+(--dry-run, --list, --remove) / demo / down, on free ports in a temporary home."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from cli.stack import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def timeline(*argv, timeout=240):
+    return subprocess.run([sys.executable, "-m", "cli.main", *argv], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
+
+
+def test_up_register_demo_down(tmp_path):
+    home = str(tmp_path / "home")
+    ports = [free_port() for _ in range(4)]
+    up = timeline("up", "--home", home, "--temporal-port", str(ports[0]), "--ui-port", str(ports[1]),
+                  "--pulsar-port", str(ports[2]), "--api-port", str(ports[3]))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "the embedded stack is up" in up.stdout
+        stack = json.loads((Path(home) / "stack.json").read_text())
+        assert stack["temporal"] == f"127.0.0.1:{ports[0]}" and stack["api"] == f"http://127.0.0.1:{ports[3]}"
+
+        again = timeline("up", "--home", home)
+        assert again.returncode == 2 and "already running" in again.stderr
+
+        status = timeline("status", "--home", home)
+        assert status.returncode == 0 and "worker" in status.stdout and "running" in status.stdout
+
+        dry = timeline("register", "cir", "@examples/cir.tl", "--topic", "video-events", "--key", "session_id",
+                       "--time", "ts", "--dry-run", "--home", home)
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert "dry run ok" in dry.stdout and "timeline/cir/duration_where-" in dry.stdout
+
+        demo = timeline("demo", "--home", home, "--sessions", "40", "--shards", "2", timeout=400)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "all 40 sessions agree with the batch evaluator" in demo.stdout
+        assert "CDN" in demo.stdout
+
+        listed = timeline("register", "--list", "--home", home)
+        assert listed.returncode == 0 and listed.stdout.startswith("cir: topic video-events")
+        assert "dry-run" not in listed.stdout  # the dry run cleaned up after itself
+
+        removed = timeline("register", "--remove", "cir", "--home", home)
+        assert removed.returncode == 0 and "removed timeline 'cir'" in removed.stdout
+        assert timeline("register", "--list", "--home", home).stdout.strip() == "no timelines registered"
+        gone = timeline("register", "--remove", "cir", "--home", home)
+        assert gone.returncode == 2 and "no timeline named 'cir'" in gone.stderr
+    finally:
+        down = timeline("down", "--home", home)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert timeline("status", "--home", home).returncode == 1
+
+
+def test_up_says_which_port_is_taken(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = timeline("up", "--home", str(tmp_path / "h"), "--temporal-port", str(port), "--no-ui", "--no-api")
+    assert out.returncode == 2
+    assert str(port) in out.stderr and "Traceback" not in out.stderr
+
+
+def test_commands_without_servers_say_what_to_do(tmp_path):
+    out = timeline("register", "x", "has_existed(a == 1)", "--topic", "t", "--key", "k", "--time", "t",
+                   "--temporal", f"127.0.0.1:{free_port()}", "--store", f"sqlite:///{tmp_path / 'r.db'}")
+    assert out.returncode == 2 and "cannot reach Temporal" in out.stderr and "timeline up" in out.stderr
+    bad = timeline("register", "x", "has_existed(a = 1)", "--topic", "t", "--key", "k", "--time", "t")
+    assert bad.returncode == 2 and "1:15: syntax error" in bad.stderr
