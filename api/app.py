@@ -72,6 +72,14 @@ class ErrorBody(BaseModel):
     detail: str | None = Field(None, description="DSL errors: the message with the expression and a caret")
 
 
+class SourceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str
+    key_path: str
+    time_path: str
+
+
 class RegisterIn(BaseModel):
     """A timeline to register: what to compute, from which topic, how to shard it."""
 
@@ -84,9 +92,12 @@ class RegisterIn(BaseModel):
 
     name: str = Field(description="1-63 characters of a-z, 0-9, '-' and '_'")
     expression: str = Field(description="a timeline expression (see the README)")
-    source_topic: str = Field(description="the Pulsar topic the feeder reads")
-    key_path: str = Field(description="dotted path of the key in an event (session_id, page.page_id)")
-    time_path: str = Field(description="dotted path of the event time (ts, meta.dt)")
+    source_topic: str | None = Field(None, description="the Pulsar topic the feeder reads (one source)")
+    key_path: str | None = Field(None, description="dotted path of the key in an event (session_id, "
+                                                   "page.page_id); comma-joined paths make a composite key")
+    time_path: str | None = Field(None, description="dotted path of the event time (ts, meta.dt)")
+    sources: list[SourceIn] | None = Field(None, description="several sources, each with its topic, key and "
+                                                             "time paths (instead of source_topic/key_path/time_path)")
     shards: int = Field(4, description="key shards (1-1024): one workflow per plan node per shard")
     idle_timeout_s: float = Field(1800.0, description="close a key after this many seconds without events")
 
@@ -489,8 +500,12 @@ def create_app(endpoints: Endpoints) -> FastAPI:
               responses={200: {"model": RegisteredOut, "description": "the same registration existed"},
                          **_responses(400, 409, 422, 503)})
     async def register(body: RegisterIn, response: Response) -> RegisteredOut:
+        if body.sources is None and not (body.source_topic and body.key_path and body.time_path):
+            raise ApiError(400, "give source_topic, key_path and time_path, or sources: "
+                                "[{topic, key_path, time_path}, ...]")
         spec, plan = build_spec(body.name, body.expression, body.source_topic, body.key_path, body.time_path,
-                                body.shards, body.idle_timeout_s)
+                                body.shards, body.idle_timeout_s,
+                                sources=[(s.topic, s.key_path, s.time_path) for s in body.sources or []])
         client = await services.temporal()  # before saving: no registration without its workflows
         try:
             created, tree = await register_spec(client, services.store, spec)

@@ -15,7 +15,7 @@ from dsl.batch import evaluate
 from dsl.compiler import Plan, compile_expression
 from dsl.decode import DecodedEvents, decode_jsonl
 from dsl.errors import UsageError
-from dsl.events import parse_time, split_path
+from dsl.events import parse_time, split_key_paths, split_path
 from dsl.operators import LatestEventToState
 from dsl.results import aggregate_json, timelines_json, values_at_json
 from dsl.spans import values_at
@@ -59,7 +59,7 @@ def parse_time_option(value: str | None, option: str) -> int | None:
 
 
 def load_events(plan: Plan, data: bytes, key: str, time: str) -> DecodedEvents:
-    return decode_jsonl(data, split_path(key), split_path(time), plan.columns())
+    return decode_jsonl(data, split_key_paths(key), split_path(time), plan.columns())
 
 
 def run_eval(plan: Plan, decoded: DecodedEvents, at: int | None, frm: int | None, to: int | None) -> Any:
@@ -167,7 +167,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("expr", metavar="EXPR", help="the expression, or @FILE to read it from a file")
     p.add_argument("--events", required=True, metavar="FILE", help="JSON lines, one event per line ('-' for stdin)")
-    p.add_argument("--key", required=True, metavar="PATH", help="dotted path of the key (session_id, page.page_id)")
+    p.add_argument("--key", required=True, metavar="PATH",
+                   help="dotted path of the key (session_id, page.page_id); paths joined by commas make a "
+                        "composite key (wiki_id,page.page_id -> enwiki:123)")
     p.add_argument("--time", required=True, metavar="PATH",
                    help="dotted path of the event time: epoch ms or ISO-8601 (ts, meta.dt)")
     p.add_argument("--at", metavar="T", help="print each key's value at time T (epoch ms or ISO-8601)")

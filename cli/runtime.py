@@ -16,7 +16,7 @@ from cli.evaluate import read_expression
 from cli.settings import Endpoints, add_endpoint_options, endpoints
 from dsl.compiler import Plan, compile_expression
 from dsl.errors import TimelineError, UsageError
-from dsl.events import split_path
+from dsl.events import split_key_paths, split_path
 from dsl.incremental import EventBatch
 from workflows.models import TimelineSpec
 
@@ -131,18 +131,14 @@ def register_command(args: argparse.Namespace) -> int:
         return asyncio.run(_remove(ep, args.remove))
     if not args.name or not args.expr:
         raise UsageError("register-workflow needs NAME and EXPR (or --list, or --remove NAME)")
-    for option in ("topic", "key", "time"):
-        if not getattr(args, option):
-            raise UsageError(f"register-workflow needs --{option}")
-    split_path(args.key), split_path(args.time)
-    expression = read_expression(args.expr)
-    plan = compile_expression(expression)  # type errors before anything is registered
-    try:
-        spec = TimelineSpec(name=args.name, expression=expression, source_topic=args.topic, key_path=args.key,
-                            time_path=args.time, shards=args.shards,
+    sources = [tuple(s) for s in (args.source or [])]
+    if args.topic or args.key or args.time or not sources:
+        for option in ("topic", "key", "time"):
+            if not getattr(args, option):
+                raise UsageError(f"register-workflow needs --{option} (or --source TOPIC KEY TIME, repeatable)")
+        sources.insert(0, (args.topic, args.key, args.time))
+    spec, plan = build_spec(args.name, read_expression(args.expr), sources=sources, shards=args.shards,
                             idle_timeout_s=parse_duration_s(args.idle_timeout, "--idle-timeout"))
-    except ValueError as exc:
-        raise UsageError(f"bad registration: {_pydantic_message(exc)}") from None
     if args.dry_run:
         return asyncio.run(_dry_run(ep, spec, plan, args))
     return asyncio.run(_register(ep, spec, plan, args.continue_as_new_after))
@@ -164,8 +160,8 @@ async def _register(ep: Endpoints, spec: TimelineSpec, plan: Plan, continue_as_n
     tree = await start_tree(client, spec, continue_as_new_after=continue_as_new_after)
     store.close()
     verb = "registered" if created else "already registered (unchanged); workflows checked"
-    print(f"{verb}: timeline {spec.name!r} on topic {spec.source_topic!r} (key {spec.key_path}, time "
-          f"{spec.time_path}), {spec.shards} shards, idle timeout {spec.idle_timeout_s:g}s")
+    print(f"{verb}: timeline {spec.name!r} from {spec.describe_sources()}, {spec.shards} shards, "
+          f"idle timeout {spec.idle_timeout_s:g}s")
     print(render_workflow_tree(spec, plan, len(tree)))
     return 0
 
@@ -204,8 +200,7 @@ def _list(ep: Endpoints, as_json: bool) -> int:
         return 0
     for s in specs:
         expr = " ".join(s.expression.split())
-        print(f"{s.name}: topic {s.source_topic}, key {s.key_path}, time {s.time_path}, {s.shards} shards, "
-              f"idle {s.idle_timeout_s:g}s\n    {expr}")
+        print(f"{s.name}: {s.describe_sources()}, {s.shards} shards, idle {s.idle_timeout_s:g}s\n    {expr}")
     return 0
 
 
@@ -244,7 +239,8 @@ def sample_event(spec: TimelineSpec, plan: Plan, when_ms: int) -> dict[str, Any]
         visit(n.expr)
     for path in plan.columns():
         put(path, "sample")
-    put(split_path(spec.key_path), "dry-run-key")
+    for i, path in enumerate(split_key_paths(spec.key_path)):
+        put(path, f"dry-run-key{i}" if i else "dry-run-key")
     put(split_path(spec.time_path), when_ms)
     return event
 
@@ -256,7 +252,7 @@ def _scalar(value: Any) -> Any:
 
 async def _dry_run(ep: Endpoints, spec: TimelineSpec, plan: Plan, args: argparse.Namespace) -> int:
     """Register a throw-away copy, send one event through the real tree, print the root's result, clean up."""
-    from dsl.events import get_path, parse_key, parse_time
+    from dsl.events import event_key, get_path, parse_time, split_key_paths
     from workflows.control import send_batch, start_tree, stop_tree
     from workflows.models import EventBatchSignal, shard_of
 
@@ -270,7 +266,7 @@ async def _dry_run(ep: Endpoints, spec: TimelineSpec, plan: Plan, args: argparse
             raise UsageError(f"--sample-event is not JSON: {exc}") from None
     else:
         event = sample_event(spec, plan, int(time.time() * 1000))
-    key = parse_key(get_path(event, split_path(spec.key_path)), spec.key_path)
+    key = event_key(event, split_key_paths(spec.key_path))
     t = parse_time(get_path(event, split_path(spec.time_path)), spec.time_path)
     print(render_workflow_tree(spec, plan))
     print(f"dry run: sending {json.dumps(event)} through {temp.name} ...")
@@ -334,8 +330,12 @@ def add_register_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("name", nargs="?", metavar="NAME", help="timeline name: a-z, 0-9, '-', '_'")
     r.add_argument("expr", nargs="?", metavar="EXPR", help="the expression, or @FILE")
     r.add_argument("--topic", help="source topic the feeder reads")
-    r.add_argument("--key", help="dotted path of the key in an event (session_id, page.page_id)")
+    r.add_argument("--key", help="dotted path of the key in an event (session_id, page.page_id); several joined "
+                                 "by commas make a composite key (wiki_id,page.page_id)")
     r.add_argument("--time", help="dotted path of the event time (ts, meta.dt)")
+    r.add_argument("--source", nargs=3, action="append", metavar=("TOPIC", "KEY", "TIME"),
+                   help="another source: its topic, key path(s) and time path (repeatable; events of every "
+                        "source of a timeline meet per key)")
     r.add_argument("--shards", type=int, default=4, help="key shards (default 4)")
     r.add_argument("--idle-timeout", default="30m", help="close a key after this long without events "
                                                          "(default 30m)")
@@ -355,15 +355,21 @@ def add_register_options(r: argparse.ArgumentParser) -> None:
 
 # --- shared with the HTTP API (api/app.py) -----------------------------------------------------
 
-def build_spec(name: str, expression: str, topic: str, key: str, time: str, shards: int = 4,
-               idle_timeout_s: float = 1800.0) -> tuple[TimelineSpec, Plan]:
+def build_spec(name: str, expression: str, topic: str | None = None, key: str | None = None,
+               time: str | None = None, shards: int = 4, idle_timeout_s: float = 1800.0,
+               sources: list[tuple[str, str, str]] | None = None) -> tuple[TimelineSpec, Plan]:
     """Check and build a registration as `register` does: key and time paths, then the expression
-    (a DslError before anything is registered), then the fields (a UsageError saying which one)."""
-    split_path(key), split_path(time)
+    (a DslError before anything is registered), then the fields (a UsageError saying which one).
+    One source (topic, key, time), or several (`sources`)."""
+    sources = list(sources or [])
+    if topic is not None or not sources:
+        sources.insert(0, (topic or "", key or "", time or ""))
+    for _, k, t in sources:
+        split_key_paths(k), split_path(t)
     plan = compile_expression(expression)
     try:
-        spec = TimelineSpec(name=name, expression=expression, source_topic=topic, key_path=key, time_path=time,
-                            shards=shards, idle_timeout_s=idle_timeout_s)
+        spec = TimelineSpec(name=name, expression=expression, shards=shards, idle_timeout_s=idle_timeout_s,
+                            sources=[{"topic": tp, "key_path": k, "time_path": t} for tp, k, t in sources])
     except ValueError as exc:
         raise UsageError(f"bad registration: {_pydantic_message(exc)}") from None
     return spec, plan

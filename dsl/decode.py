@@ -42,10 +42,12 @@ class DecodedEvents:
 class _PathTree:
     """The nested struct type that reads only the fields a plan needs."""
 
-    def __init__(self, paths: Sequence[tuple[str, ...]], key_path: tuple[str, ...], time_path: tuple[str, ...]):
+    def __init__(self, paths: Sequence[tuple[str, ...]], key_paths: Sequence[tuple[str, ...]],
+                 time_path: tuple[str, ...]):
         tree: dict = {}
         leaves: dict[tuple[str, ...], Any] = {p: Any for p in paths}
-        leaves[key_path] = Union[str, int, None]
+        for key_path in key_paths:
+            leaves[key_path] = Union[str, int, None]
         leaves[time_path] = Union[int, str, None]
         for path, typ in leaves.items():
             node = tree
@@ -130,11 +132,14 @@ def _struct_in(typ):
 
 def decode_jsonl(
     data: bytes,
-    key_path: tuple[str, ...],
+    key_path: tuple[str, ...] | tuple[tuple[str, ...], ...],
     time_path: tuple[str, ...],
     paths: Sequence[tuple[str, ...]],
 ) -> DecodedEvents:
-    """Decode newline-delimited JSON events into an EventFrame."""
+    """Decode newline-delimited JSON events into an EventFrame.
+
+    `key_path` is one dotted path as a tuple, or a tuple of them for a composite
+    key (its parts joined by ':')."""
     was_enabled = gc.isenabled()
     gc.disable()  # millions of new objects, no cycles: skip the collector's passes
     try:
@@ -145,16 +150,17 @@ def decode_jsonl(
 
 
 def _decode_jsonl(data, key_path, time_path, paths) -> DecodedEvents:
-    tree = _PathTree(paths, key_path, time_path)
+    key_paths = (key_path,) if key_path and isinstance(key_path[0], str) else tuple(key_path)
+    tree = _PathTree(paths, key_paths, time_path)
     chunk_decoder = msgspec.json.Decoder(tree.type)
     any_decoder = msgspec.json.Decoder()
     keys: list = []
     times: list[np.ndarray] = []
     values: dict[tuple[str, ...], list] = {p: [] for p in paths}
     bad: list[BadLine] = []
-    key_s, time_s = ".".join(key_path), ".".join(time_path)
+    time_s = ".".join(time_path)
     for chunk_start, chunk in _chunks(data):
-        fast = _decode_chunk_fast(chunk, chunk_decoder, tree.type, key_path, time_path)
+        fast = _decode_chunk_fast(chunk, chunk_decoder, tree.type, key_paths, time_path)
         if fast is not None:
             rows, c_keys, c_times = fast
             for path in paths:
@@ -169,7 +175,7 @@ def _decode_jsonl(data, key_path, time_path, paths) -> DecodedEvents:
             if not raw.strip():
                 continue
             try:
-                row, key, t = _decode_line(raw, chunk_decoder, any_decoder, key_path, time_path, key_s, time_s)
+                row, key, t = _decode_line(raw, chunk_decoder, any_decoder, key_paths, time_path, time_s)
             except EventError as exc:
                 bad.append(BadLine(first_line + offset, exc.reason, raw))
                 continue
@@ -199,16 +205,17 @@ def _chunks(data: bytes) -> Iterable[tuple[int, bytes]]:
         start = end
 
 
-def _decode_chunk_fast(chunk: bytes, decoder, struct_type, key_path, time_path):
+def _decode_chunk_fast(chunk: bytes, decoder, struct_type, key_paths, time_path):
     """All-or-nothing decode of a chunk; None sends the chunk to the careful path."""
     try:
         rows = decoder.decode_lines(chunk)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    keys = _fast_extract(rows, key_path, struct_type)
+    parts = [_fast_extract(rows, p, struct_type) for p in key_paths]
     raw_times = _fast_extract(rows, time_path, struct_type)
-    if None in keys or None in raw_times or "" in keys:
+    if any(None in part or "" in part for part in parts) or None in raw_times:
         return None
+    keys = parts[0] if len(parts) == 1 else [":".join(map(str, ks)) for ks in zip(*parts)]
     try:
         times = np.array(raw_times, dtype=np.int64)
     except (ValueError, TypeError, OverflowError):
@@ -219,10 +226,11 @@ def _decode_chunk_fast(chunk: bytes, decoder, struct_type, key_path, time_path):
     return rows, keys, times
 
 
-def _decode_line(raw: bytes, decoder, any_decoder, key_path, time_path, key_s, time_s):
+def _decode_line(raw: bytes, decoder, any_decoder, key_paths, time_path, time_s):
     try:
         row = decoder.decode(raw)
-        key, t = _fast_extract([row], key_path, type(row))[0], _fast_extract([row], time_path, type(row))[0]
+        parts = [_fast_extract([row], p, type(row))[0] for p in key_paths]
+        t = _fast_extract([row], time_path, type(row))[0]
     except msgspec.ValidationError:
         row = None
     except msgspec.DecodeError as exc:
@@ -234,8 +242,10 @@ def _decode_line(raw: bytes, decoder, any_decoder, key_path, time_path, key_s, t
             raise EventError(f"not valid JSON: {exc}") from None
         if not isinstance(row, dict):
             raise EventError(f"not a JSON object: {type(row).__name__}")
-        key, t = get_path(row, key_path), get_path(row, time_path)
-    return row, parse_key(key, key_s), parse_time(t, time_s)
+        parts = [get_path(row, p) for p in key_paths]
+        t = get_path(row, time_path)
+    keys = [parse_key(part, ".".join(p)) for part, p in zip(parts, key_paths)]
+    return row, ":".join(keys), parse_time(t, time_s)
 
 
 def _factorize_keys(keys: list) -> tuple[list[str], np.ndarray]:

@@ -231,6 +231,18 @@ def parse_key(value: Any, path: str = "key") -> str:
     return text
 
 
+def split_key_paths(text: str) -> tuple[tuple[str, ...], ...]:
+    """`session_id`, or several paths joined by commas for a composite key
+    (`wiki_id,page.page_id`: a page is its wiki and its page id)."""
+    return tuple(split_path(p.strip()) for p in text.split(","))
+
+
+def event_key(event: Any, key_paths: Sequence[tuple[str, ...]]) -> str:
+    """The key of an event: one field, or the parts of a composite key joined by ':'."""
+    parts = [parse_key(get_path(event, p), ".".join(p)) for p in key_paths]
+    return parts[0] if len(parts) == 1 else ":".join(parts)
+
+
 def split_path(path: str) -> tuple[str, ...]:
     parts = tuple(path.split("."))
     if not path or any(not p for p in parts):

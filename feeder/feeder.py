@@ -24,7 +24,7 @@ import msgspec
 
 from dsl.compiler import Plan, compile_expression
 from dsl.errors import EventError
-from dsl.events import MISSING, get_path, parse_key, parse_time, split_path
+from dsl.events import MISSING, event_key, get_path, parse_time, split_key_paths, split_path
 from dsl.incremental import EventBatch
 from store.base import ResultsStore
 from workflows.control import send_batch
@@ -60,10 +60,13 @@ class FeederStats:
 
 @dataclass
 class _Route:
+    """A timeline fed by this feeder's topic, with where that source keeps key and time."""
+
     spec: TimelineSpec
     plan: Plan
-    key_path: tuple[str, ...]
+    key_paths: tuple[tuple[str, ...], ...]
     time_path: tuple[str, ...]
+    time_label: str
     columns: list[tuple[str, ...]]
 
 
@@ -83,7 +86,7 @@ class _ShardBuffer:
         self.positions.append(position)
         for name, path in self.paths:
             value = get_path(event, path)
-            self.columns[name].append(None if isinstance(value, (dict, list)) or value is MISSING else value)
+            self.columns[name].append(None if value is MISSING else value)
 
 
 class Feeder:
@@ -105,10 +108,12 @@ class Feeder:
             return self.routes
         routes = []
         for spec in self.store.list():
-            if spec.source_topic != self.settings.topic:
-                continue
-            plan = compile_expression(spec.expression)
-            routes.append(_Route(spec, plan, split_path(spec.key_path), split_path(spec.time_path), plan.columns()))
+            for source in spec.sources:
+                if source.topic != self.settings.topic:
+                    continue
+                plan = compile_expression(spec.expression)
+                routes.append(_Route(spec, plan, split_key_paths(source.key_path), split_path(source.time_path),
+                                     source.time_path, plan.columns()))
         if [r.spec.name for r in routes] != [r.spec.name for r in self.routes]:
             log.info("feeding %s -> %s", self.settings.topic, [r.spec.name for r in routes] or "no timelines yet")
         self.routes, self._routes_at = routes, now
@@ -133,8 +138,8 @@ class Feeder:
                 continue
             for route in routes:
                 try:
-                    key = parse_key(get_path(event, route.key_path), route.spec.key_path)
-                    t = parse_time(get_path(event, route.time_path), route.spec.time_path)
+                    key = event_key(event, route.key_paths)
+                    t = parse_time(get_path(event, route.time_path), route.time_label)
                 except EventError as exc:
                     dead.append((msg, exc.reason, route.spec.name))
                     continue

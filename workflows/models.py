@@ -7,7 +7,7 @@ import re
 import zlib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 from dsl.incremental import DerivedSnapshot, EventBatch, KeyTimeline, LeafSnapshot, SpanPatch
 
@@ -15,16 +15,28 @@ TASK_QUEUE = "timeline"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
+class SourceSpec(BaseModel):
+    """Where a timeline's events come from: a topic, and where key and time are in its events.
+
+    `key_path` is a dotted path, or several joined by commas for a composite key
+    (`wiki_id,page.page_id` -> "enwiki:123"): sources of one timeline may name
+    the same key differently, as Wikimedia's streams do."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str = Field(min_length=1)
+    key_path: str = Field(min_length=1)
+    time_path: str = Field(min_length=1)
+
+
 class TimelineSpec(BaseModel):
-    """A registered timeline: what to compute, from which topic, how to shard it."""
+    """A registered timeline: what to compute, from which sources, how to shard it."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     expression: str
-    source_topic: str
-    key_path: str
-    time_path: str
+    sources: tuple[SourceSpec, ...] = Field(min_length=1)
     shards: int = Field(default=4, ge=1, le=1024)
     idle_timeout_s: float = Field(default=1800.0, gt=0)
     results_topic: str | None = None
@@ -36,6 +48,34 @@ class TimelineSpec(BaseModel):
             raise ValueError("a timeline name is 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter "
                              "or digit")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: Any) -> Any:
+        """Accept the single-source form: source_topic, key_path, time_path."""
+        if isinstance(data, dict) and "sources" not in data and "source_topic" in data:
+            data = dict(data)
+            data["sources"] = [{"topic": data.pop("source_topic"), "key_path": data.pop("key_path", ""),
+                                "time_path": data.pop("time_path", "")}]
+        return data
+
+    @computed_field  # the first source's, so single-source clients read what they wrote
+    @property
+    def source_topic(self) -> str:
+        return self.sources[0].topic
+
+    @computed_field  # the first source's, so single-source clients read what they wrote
+    @property
+    def key_path(self) -> str:
+        return self.sources[0].key_path
+
+    @computed_field  # the first source's, so single-source clients read what they wrote
+    @property
+    def time_path(self) -> str:
+        return self.sources[0].time_path
+
+    def describe_sources(self) -> str:
+        return "; ".join(f"topic {s.topic} (key {s.key_path}, time {s.time_path})" for s in self.sources)
 
     @property
     def results_topic_name(self) -> str:

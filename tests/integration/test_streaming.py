@@ -35,6 +35,7 @@ def runtime(temporal_server, pulsar_server, tmp_path):
     procs = []
 
     class Runtime:
+        server_options = endpoints  # --temporal, --pulsar, --store
         procs = []
         topic = f"video-{uuid.uuid4().hex[:8]}"
         suffix = uuid.uuid4().hex[:6]
@@ -209,3 +210,46 @@ def test_continue_as_new_loses_nothing(runtime, pulsar_server, temporal_server, 
         return n
 
     assert aio.run(runs()) > 1  # the root of shard 0 continued as new at least once
+
+
+def test_two_sources_with_different_key_and_time_paths(runtime, pulsar_server, wait_for):
+    """Edits and predictions of one page meet in one timeline although their events
+    spell the page (composite key) and the time differently."""
+    import datetime as dt
+    import random
+
+    name = f"wait-{runtime.suffix}"
+    edits, predictions = f"edits-{runtime.suffix}", f"predictions-{runtime.suffix}"
+    expr = 'duration_where(latest_event_to_state(kind) == "edit")'
+    runtime.worker()
+    reg = subprocess.run(
+        [sys.executable, "-m", "cli.main", "register", name, expr, "--source", edits, "wiki,page.id", "ts",
+         "--source", predictions, "db,page_id", "meta.dt", "--shards", "2", *runtime.server_options],
+        capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert reg.returncode == 0, reg.stderr
+    assert f"topic {edits} (key wiki,page.id, time ts); topic {predictions} (key db,page_id, time meta.dt)" \
+        in reg.stdout
+    runtime.start("feeder-edits", "feeder", "--topic", edits, "--batch-size", "50")
+    runtime.start("feeder-predictions", "feeder", "--topic", predictions, "--batch-size", "50")
+
+    rng = random.Random(4)
+    edit_events, prediction_events, normalised = [], [], []
+    for page in range(30):
+        wiki = rng.choice(["enwiki", "dewiki"])
+        t = 1_700_000_000_000 + rng.randrange(0, 60_000)
+        for _ in range(rng.randrange(1, 4)):
+            edit_events.append({"wiki": wiki, "page": {"id": page}, "ts": t, "kind": "edit"})
+            normalised.append({"k": f"{wiki}:{page}", "t": t, "kind": "edit"})
+            if rng.random() < 0.8:
+                p = t + rng.randrange(100, 5_000)
+                iso = dt.datetime.fromtimestamp(p / 1000, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+                prediction_events.append({"db": wiki, "page_id": page, "meta": {"dt": iso}, "kind": "prediction"})
+                normalised.append({"k": f"{wiki}:{page}", "t": p, "kind": "prediction"})
+            t += rng.randrange(1_000, 20_000)
+    produce(pulsar_server.address, edits, [msgspec.json.encode(e) for e in edit_events])
+    produce(pulsar_server.address, predictions, [msgspec.json.encode(e) for e in prediction_events])
+    expected = batch_timelines(expr, normalised, "k", "t")
+    store = runtime.store()
+    wait_for(lambda: all((r := store.result(name, k)) is not None and r.timeline == tl for k, tl in expected.items()),
+             timeout=120, interval=0.5, message="two-source results to equal batch results")
+
