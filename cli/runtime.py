@@ -349,7 +349,7 @@ def add_register_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--list", action="store_true", help="list registered timelines")
     r.add_argument("--json", action="store_true", help="with --list: print JSON")
     r.add_argument("--remove", metavar="NAME", help="stop a timeline's workflows and delete it and its results")
-    add_endpoint_options(r, pulsar=False)
+    add_endpoint_options(r)  # the same server flags as every other command
     r.set_defaults(handler=register_command)
 
 
