@@ -125,12 +125,17 @@ def feeder_command(args: argparse.Namespace) -> int:
 
 def register_command(args: argparse.Namespace) -> int:
     ep = endpoints(args)
+    args.shards_given = args.shards is not None
+    if args.shards is None:
+        args.shards = 4
     if args.list:
         return _list(ep, args.json)
     if args.remove:
         return asyncio.run(_remove(ep, args.remove))
+    if args.builtin:
+        return _register_builtin(ep, args)
     if not args.name or not args.expr:
-        raise UsageError("register-workflow needs NAME and EXPR (or --list, or --remove NAME)")
+        raise UsageError("register-workflow needs NAME and EXPR (or --builtin NAME, --list, or --remove NAME)")
     sources = [tuple(s) for s in (args.source or [])]
     if args.topic or args.key or args.time or not sources:
         for option in ("topic", "key", "time"):
@@ -142,6 +147,33 @@ def register_command(args: argparse.Namespace) -> int:
     if args.dry_run:
         return asyncio.run(_dry_run(ep, spec, plan, args))
     return asyncio.run(_register(ep, spec, plan, args.continue_as_new_after))
+
+
+def _register_builtin(ep: Endpoints, args: argparse.Namespace) -> int:
+    from catalog import CATALOG
+
+    definition = CATALOG.get(args.builtin)
+    if definition is None:
+        raise UsageError(f"no shipped timeline named {args.builtin!r}; `timeline catalog` lists: "
+                         f"{', '.join(CATALOG)}")
+    spec, plan = build_spec(args.name or definition.name, definition.expression, sources=list(definition.sources),
+                            shards=args.shards if args.shards_given else definition.shards,
+                            idle_timeout_s=definition.idle_timeout_s)
+    if args.dry_run:
+        return asyncio.run(_dry_run(ep, spec, plan, args))
+    return asyncio.run(_register(ep, spec, plan, args.continue_as_new_after))
+
+
+def catalog_command(args: argparse.Namespace) -> int:
+    from catalog import CATALOG
+
+    for d in CATALOG.values():
+        print(f"{d.name}: {d.title}\n    {d.answers}\n    expression: {d.expression}")
+        for topic, key, time_ in d.sources:
+            print(f"    source: {topic} (key {key}, time {time_})")
+        print()
+    print("install one with: register-workflow --builtin NAME")
+    return 0
 
 
 def _pydantic_message(exc: ValueError) -> str:
@@ -312,6 +344,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("register", help="register a timeline (also: register-workflow)")
     add_register_options(r)
+    c = sub.add_parser("catalog", help="list the shipped timelines (LiftWing lifecycle, ...)")
+    c.set_defaults(handler=catalog_command)
 
 
 def add_feeder_options(f: argparse.ArgumentParser) -> None:
@@ -336,7 +370,9 @@ def add_register_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--source", nargs=3, action="append", metavar=("TOPIC", "KEY", "TIME"),
                    help="another source: its topic, key path(s) and time path (repeatable; events of every "
                         "source of a timeline meet per key)")
-    r.add_argument("--shards", type=int, default=4, help="key shards (default 4)")
+    r.add_argument("--builtin", metavar="NAME", help="install a shipped timeline (`timeline catalog` lists them; "
+                                                     "NAME may then name the registration)")
+    r.add_argument("--shards", type=int, help="key shards (default 4)")
     r.add_argument("--idle-timeout", default="30m", help="close a key after this long without events "
                                                          "(default 30m)")
     r.add_argument("--dry-run", action="store_true",
