@@ -156,7 +156,8 @@ def _register_builtin(ep: Endpoints, args: argparse.Namespace) -> int:
     if definition is None:
         raise UsageError(f"no shipped timeline named {args.builtin!r}; `timeline catalog` lists: "
                          f"{', '.join(CATALOG)}")
-    spec, plan = build_spec(args.name or definition.name, definition.expression, sources=list(definition.sources),
+    sources = [(f"{args.topic_prefix or ''}{topic}", key, time_) for topic, key, time_ in definition.sources]
+    spec, plan = build_spec(args.name or definition.name, definition.expression, sources=sources,
                             shards=args.shards if args.shards_given else definition.shards,
                             idle_timeout_s=definition.idle_timeout_s)
     if args.dry_run:
@@ -372,6 +373,8 @@ def add_register_options(r: argparse.ArgumentParser) -> None:
                         "source of a timeline meet per key)")
     r.add_argument("--builtin", metavar="NAME", help="install a shipped timeline (`timeline catalog` lists them; "
                                                      "NAME may then name the registration)")
+    r.add_argument("--topic-prefix", metavar="PREFIX",
+                   help="with --builtin: put PREFIX before each source topic (e.g. 'eqiad.')")
     r.add_argument("--shards", type=int, help="key shards (default 4)")
     r.add_argument("--idle-timeout", default="30m", help="close a key after this long without events "
                                                          "(default 30m)")
