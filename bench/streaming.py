@@ -29,7 +29,7 @@ from pathlib import Path
 import msgspec
 
 from cli import stack
-from cli.demo import _batch
+from dsl.batch import root_timelines
 from producers.video_sessions import generate_sessions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,7 +149,7 @@ def run_case(st: Stack, name: str, topic: str, records: list[dict], shards: int,
              rate: float, timeout: float) -> dict:
     st.register(name, topic, shards)
     st.start_feeder(topic, batch_size)
-    expected = _batch(CIR, records)
+    expected = root_timelines(CIR, records, "session_id", "ts")
     # Watch the store while sending: a session that is final early must count early.
     import concurrent.futures
 

@@ -111,31 +111,19 @@ async def _register(ep, spec) -> None:
 
 
 def _produce(url: str, topic: str, records: list[dict]) -> None:
-    import pulsar
+    from producers.pulsar_producer import open_client, produce_sessions
 
-    client = pulsar.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    client = open_client(url)
     try:
-        producer = client.create_producer(topic, batching_enabled=True, block_if_queue_full=True)
-        enc = msgspec.json.Encoder()
-        for r in records:
-            producer.send_async(enc.encode(r), None, partition_key=r["session_id"])
-        producer.flush()
-        producer.close()
+        produce_sessions(client, topic, records)
     finally:
         client.close()
 
 
 def _batch(expression: str, records: list[dict]):
-    from dsl.batch import evaluate
-    from dsl.compiler import compile_expression
-    from dsl.decode import decode_jsonl
-    from dsl.incremental import from_span_set
+    from dsl.batch import root_timelines
 
-    plan = compile_expression(expression)
-    data = b"\n".join(msgspec.json.encode(r) for r in records)
-    decoded = decode_jsonl(data, ("session_id",), ("ts",), plan.columns())
-    root = evaluate(plan, decoded.events, {plan.root})[plan.root]
-    return dict(zip(decoded.key_names, from_span_set(root, len(decoded.key_names))))
+    return root_timelines(expression, records, "session_id", "ts")
 
 
 def _table(records: list[dict], store, keys: list[str]) -> None:

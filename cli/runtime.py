@@ -185,12 +185,9 @@ def _pydantic_message(exc: ValueError) -> str:
 
 
 async def _register(ep: Endpoints, spec: TimelineSpec, plan: Plan, continue_as_new_after: int | None = None) -> int:
-    from workflows.control import start_tree
-
     client = await connect_temporal(ep)
     store = open_results_store(ep)
-    created = store.register(spec)
-    tree = await start_tree(client, spec, continue_as_new_after=continue_as_new_after)
+    created, tree = await register_spec(client, store, spec, continue_as_new_after)
     store.close()
     verb = "registered" if created else "already registered (unchanged); workflows checked"
     print(f"{verb}: timeline {spec.name!r} from {spec.describe_sources()}, {spec.shards} shards, "
@@ -238,13 +235,10 @@ def _list(ep: Endpoints, as_json: bool) -> int:
 
 
 async def _remove(ep: Endpoints, name: str) -> int:
-    from workflows.control import stop_tree
-
     store = open_results_store(ep)
     spec = store.get(name)
     client = await connect_temporal(ep)
-    stopped = await stop_tree(client, spec)
-    store.remove(name)
+    stopped = await remove_spec(client, store, spec)
     store.close()
     print(f"removed timeline {name!r}: {stopped} workflows stopped, results deleted")
     return 0
@@ -414,14 +408,15 @@ def build_spec(name: str, expression: str, topic: str | None = None, key: str | 
     return spec, plan
 
 
-async def register_spec(client, store, spec: TimelineSpec) -> tuple[bool, list]:
+async def register_spec(client, store, spec: TimelineSpec,
+                        continue_as_new_after: int | None = None) -> tuple[bool, list]:
     """Save the registration, then start its workflow tree (running workflows are kept), as `register`
     does. Returns (False if the same registration existed, the tree's WorkflowNodes); a different
     registration under the name raises store.TimelineExists."""
     from workflows.control import start_tree
 
     created = store.register(spec)
-    tree = await start_tree(client, spec)
+    tree = await start_tree(client, spec, continue_as_new_after=continue_as_new_after)
     return created, tree
 
 

@@ -104,7 +104,7 @@ def _choose_port(port: int | None, service: str, what: str, option: str) -> int:
 # processes
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True while pid runs; reaps it if it is our exited child, so zombies count as dead."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
@@ -141,7 +141,7 @@ class ServerProcess:
     def alive(self) -> bool:
         if self._popen is not None:
             return self._popen.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def _signal(self, sig: signal.Signals) -> None:
         # Signal the whole group only when the server leads its own group (we start it

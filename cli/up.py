@@ -26,18 +26,7 @@ STOP_ORDER = ("feeder", "api", "worker", "pulsar", "temporal")
 
 
 def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return bool(pid) and stack.pid_alive(pid)
 
 
 def running_processes(state: Path) -> dict[str, dict]:

@@ -6,7 +6,7 @@ each operator handler its children's span sets.
 
 from __future__ import annotations
 
-from dsl.compiler import Plan
+from dsl.compiler import Plan, compile_expression
 from dsl.events import EventFrame
 from dsl.operators import derived_handler, leaf_handler
 from dsl.spans import SpanSet
@@ -40,3 +40,19 @@ def _closure(plan: Plan, nodes: set[str]) -> set[str]:
             out.add(n)
             stack.extend(plan.nodes[n].children)
     return out
+
+
+def root_timelines(expression: str, records: list[dict], key: str, time: str) -> dict:
+    """Each key's root timeline (KeyTimeline) for JSON-able events, as `timeline eval` computes it:
+    the reference the streaming runtime is checked against (demo, benchmark, tests)."""
+    import msgspec
+
+    from dsl.decode import decode_jsonl
+    from dsl.events import split_key_paths, split_path
+    from dsl.incremental import from_span_set
+
+    plan = compile_expression(expression)
+    data = b"\n".join(msgspec.json.encode(r) for r in records)
+    decoded = decode_jsonl(data, split_key_paths(key), split_path(time), plan.columns())
+    root = evaluate_root(plan, decoded.events)
+    return dict(zip(decoded.key_names, from_span_set(root, len(decoded.key_names))))

@@ -9,14 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
-import numpy as np
-
-from dsl.batch import evaluate
-from dsl.compiler import compile_expression
-from dsl.decode import decode_jsonl
-from dsl.events import split_path
-from dsl.incremental import KeyTimeline, from_span_set
+from dsl.batch import root_timelines
+from dsl.incremental import KeyTimeline
 
 
 @dataclass
@@ -60,11 +54,7 @@ def spawn(name: str, argv: list[str], logs: Path) -> Proc:
 
 def batch_timelines(expression: str, records: list[dict], key: str, time: str) -> dict[str, KeyTimeline]:
     """Root timelines per key from the batch evaluator, on the same events."""
-    plan = compile_expression(expression)
-    data = b"\n".join(msgspec.json.encode(r) for r in records)
-    decoded = decode_jsonl(data, split_path(key), split_path(time), plan.columns())
-    root = evaluate(plan, decoded.events, {plan.root})[plan.root]
-    return dict(zip(decoded.key_names, from_span_set(root, len(decoded.key_names))))
+    return root_timelines(expression, records, key, time)
 
 
 def produce(pulsar_url: str, topic: str, payloads: list[bytes]) -> None:
