@@ -9,6 +9,8 @@ COPY activities activities
 COPY feeder feeder
 COPY producers producers
 COPY store store
+COPY sources sources
+COPY catalog catalog
 COPY api api
 COPY bench bench
 COPY examples examples

@@ -1,13 +1,20 @@
 """Side effects of the runtime: publishing a root's results.
 
 `publish_results` writes a root batch to the results store (idempotent per
-(timeline, shard, seq)) and to the timeline's Pulsar results topic, one
-message per key change, keyed by the key.
+(timeline, shard, seq)) and to the timeline's Pulsar results topic as
+`timeline/result_change` events (a JSON schema of the project's own, in the
+Wikimedia event platform's style), validated before they are sent, one per
+changed key, keyed by the key.
 """
 
 from __future__ import annotations
 
+import datetime
+import logging
 import threading
+import time
+import uuid
+from typing import Any
 
 import msgspec
 from temporalio import activity
@@ -15,28 +22,51 @@ from temporalio import activity
 from store.base import ResultsStore
 from workflows.models import ResultsBatch
 
+log = logging.getLogger("timeline.activities")
 
-class ResultMessage(msgspec.Struct, omit_defaults=True):
-    """A result event on the results topic."""
 
-    timeline: str
-    key: str
-    shard: int
-    seq: int
-    since: int | None = None
-    starts: list[int] | None = None
-    values: list | None = None
-    slopes: list[float] | None = None
-    watermark: int | None = None
-    closed: bool = False
+RESULT_SCHEMA = "/timeline/result_change/1.0.0"
+RESULT_STREAM = "timeline.result_change"
+
+
+def _iso(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+def result_events(batch: ResultsBatch, now_ms: int) -> list[dict[str, Any]]:
+    """A root batch as `timeline/result_change` events (the event platform's style:
+    `$schema`, `meta`), one per changed or closed key."""
+    events = []
+    changes = [(p.key, p.since, p.starts, p.values, p.slopes, False) for p in batch.patches]
+    changes += [(k, tl.starts[0] if tl.starts else 0, tl.starts, tl.values, tl.slopes, True)
+                for k, tl in batch.closed.items()]
+    for key, since, starts, values, slopes, closed in changes:
+        spans = []
+        for i, (start, value) in enumerate(zip(starts, values)):
+            span: dict[str, Any] = {"start": start, "end": starts[i + 1] if i + 1 < len(starts) else None,
+                                    "value": value}
+            if slopes is not None:
+                span["slope"] = None if value is None else slopes[i]
+            spans.append(span)
+        events.append({
+            "$schema": RESULT_SCHEMA,
+            "meta": {"stream": RESULT_STREAM, "id": str(uuid.uuid4()), "dt": _iso(now_ms), "domain": batch.timeline,
+                     "request_id": f"{batch.timeline}/{batch.shard}/{batch.seq}"},
+            "dt": _iso(since),
+            "timeline": batch.timeline, "key": key, "shard": batch.shard, "seq": batch.seq, "since": since,
+            "spans": spans, "watermark": batch.watermarks.get(key), "closed": closed,
+        })
+    return events
 
 
 class ResultActivities:
     """Activities bound to a store and a Pulsar client (one per worker)."""
 
-    def __init__(self, store: ResultsStore, pulsar_client=None):
+    def __init__(self, store: ResultsStore, pulsar_client=None, schemas=None):
         self.store = store
         self.pulsar = pulsar_client
+        self.schemas = schemas  # a sources.eventplatform.SchemaRepository (loaded lazily)
         self._producers: dict[str, object] = {}
         self._lock = threading.Lock()
         self._encoder = msgspec.json.Encoder()
@@ -56,16 +86,23 @@ class ResultActivities:
             return
         producer = self._producer(batch.results_topic)
         props = {"timeline": batch.timeline, "shard": str(batch.shard), "seq": str(batch.seq)}
-        for patch in batch.patches:
-            msg = ResultMessage(timeline=batch.timeline, key=patch.key, shard=batch.shard, seq=batch.seq,
-                                since=patch.since, starts=patch.starts, values=patch.values, slopes=patch.slopes,
-                                watermark=batch.watermarks.get(patch.key))
-            producer.send_async(self._encoder.encode(msg), None, partition_key=patch.key, properties=props)
-        for key, final in batch.closed.items():
-            msg = ResultMessage(timeline=batch.timeline, key=key, shard=batch.shard, seq=batch.seq,
-                                starts=final.starts, values=final.values, slopes=final.slopes, closed=True)
-            producer.send_async(self._encoder.encode(msg), None, partition_key=key, properties=props)
+        schemas = self._schemas()
+        for event in result_events(batch, int(time.time() * 1000)):
+            errors = schemas.validate_against(event, RESULT_SCHEMA)
+            if errors:  # our own bug: keep the event, with why, instead of sending an invalid one
+                log.error("result event for %s/%s does not validate: %s", batch.timeline, event["key"], errors)
+                self._producer(f"{batch.results_topic}-dead-letter").send_async(
+                    self._encoder.encode(event), None, properties={**props, "reason": "; ".join(errors)})
+                continue
+            producer.send_async(self._encoder.encode(event), None, partition_key=event["key"], properties=props)
         producer.flush()
+
+    def _schemas(self):
+        if self.schemas is None:
+            from sources.eventplatform import SchemaRepository
+
+            self.schemas = SchemaRepository()
+        return self.schemas
 
     def close(self) -> None:
         for producer in self._producers.values():

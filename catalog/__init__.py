@@ -28,13 +28,17 @@ class Definition(BaseModel):
     title: str
     answers: str
     expression: str
-    sources: tuple[tuple[str, str, str], ...]   # (topic, key path(s), time path)
+    sources: tuple[tuple[str, str, str, str], ...]   # (topic, key path(s), time path, schema title)
     idle_timeout_s: float = 7 * 86400
     shards: int = 4
 
 
-def _page_sources(*streams: str) -> tuple[tuple[str, str, str], ...]:
-    return tuple((s, PAGE_KEY, INGESTED) for s in streams)
+SCHEMAS = {PAGE_CHANGE: "mediawiki/page/change",
+           ARTICLE_COUNTRY: "mediawiki/page/prediction_classification_change"}
+
+
+def _page_sources(*streams: str) -> tuple[tuple[str, str, str, str], ...]:
+    return tuple((s, PAGE_KEY, INGESTED, SCHEMAS[s]) for s in streams)
 
 
 CATALOG: dict[str, Definition] = {d.name: d for d in [

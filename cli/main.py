@@ -23,8 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parsers(sub)
     from api import cli as api_cli
     from producers import cli as producer_cli
+    from sources import cli as sources_cli
 
     api_cli.add_parsers(sub)
+    sources_cli.add_parsers(sub)
     produce = sub.add_parser("produce", help="write sample events to Pulsar (also: sample-event-producer)")
     producer_cli.add_producer_options(produce)
     produce.set_defaults(handler=producer_cli.producer_command)

@@ -141,7 +141,7 @@ def register_command(args: argparse.Namespace) -> int:
         for option in ("topic", "key", "time"):
             if not getattr(args, option):
                 raise UsageError(f"register-workflow needs --{option} (or --source TOPIC KEY TIME, repeatable)")
-        sources.insert(0, (args.topic, args.key, args.time))
+        sources.insert(0, (args.topic, args.key, args.time, args.schema))
     spec, plan = build_spec(args.name, read_expression(args.expr), sources=sources, shards=args.shards,
                             idle_timeout_s=parse_duration_s(args.idle_timeout, "--idle-timeout"))
     if args.dry_run:
@@ -156,7 +156,8 @@ def _register_builtin(ep: Endpoints, args: argparse.Namespace) -> int:
     if definition is None:
         raise UsageError(f"no shipped timeline named {args.builtin!r}; `timeline catalog` lists: "
                          f"{', '.join(CATALOG)}")
-    sources = [(f"{args.topic_prefix or ''}{topic}", key, time_) for topic, key, time_ in definition.sources]
+    sources = [(f"{args.topic_prefix or ''}{topic}", key, time_, schema)
+               for topic, key, time_, schema in definition.sources]
     spec, plan = build_spec(args.name or definition.name, definition.expression, sources=sources,
                             shards=args.shards if args.shards_given else definition.shards,
                             idle_timeout_s=definition.idle_timeout_s)
@@ -170,8 +171,8 @@ def catalog_command(args: argparse.Namespace) -> int:
 
     for d in CATALOG.values():
         print(f"{d.name}: {d.title}\n    {d.answers}\n    expression: {d.expression}")
-        for topic, key, time_ in d.sources:
-            print(f"    source: {topic} (key {key}, time {time_})")
+        for topic, key, time_, schema in d.sources:
+            print(f"    source: {topic} (key {key}, time {time_}, schema {schema})")
         print()
     print("install one with: register-workflow --builtin NAME")
     return 0
@@ -367,6 +368,9 @@ def add_register_options(r: argparse.ArgumentParser) -> None:
                         "source of a timeline meet per key)")
     r.add_argument("--builtin", metavar="NAME", help="install a shipped timeline (`timeline catalog` lists them; "
                                                      "NAME may then name the registration)")
+    r.add_argument("--schema", metavar="TITLE",
+                   help="validate the --topic source's events against this event platform schema "
+                        "(mediawiki/page/change); invalid ones go to the dead-letter topic, canaries are dropped")
     r.add_argument("--topic-prefix", metavar="PREFIX",
                    help="with --builtin: put PREFIX before each source topic (e.g. 'eqiad.')")
     r.add_argument("--shards", type=int, help="key shards (default 4)")
@@ -390,19 +394,20 @@ def add_register_options(r: argparse.ArgumentParser) -> None:
 
 def build_spec(name: str, expression: str, topic: str | None = None, key: str | None = None,
                time: str | None = None, shards: int = 4, idle_timeout_s: float = 1800.0,
-               sources: list[tuple[str, str, str]] | None = None) -> tuple[TimelineSpec, Plan]:
+               sources: list[tuple] | None = None, schema: str | None = None) -> tuple[TimelineSpec, Plan]:
     """Check and build a registration as `register` does: key and time paths, then the expression
     (a DslError before anything is registered), then the fields (a UsageError saying which one).
     One source (topic, key, time), or several (`sources`)."""
-    sources = list(sources or [])
+    sources = [tuple(s) + (None,) * (4 - len(s)) for s in sources or []]  # (topic, key, time, schema title)
     if topic is not None or not sources:
-        sources.insert(0, (topic or "", key or "", time or ""))
-    for _, k, t in sources:
+        sources.insert(0, (topic or "", key or "", time or "", schema))
+    for _, k, t, _ in sources:
         split_key_paths(k), split_path(t)
     plan = compile_expression(expression)
     try:
         spec = TimelineSpec(name=name, expression=expression, shards=shards, idle_timeout_s=idle_timeout_s,
-                            sources=[{"topic": tp, "key_path": k, "time_path": t} for tp, k, t in sources])
+                            sources=[{"topic": tp, "key_path": k, "time_path": t, "schema_title": sc}
+                                     for tp, k, t, sc in sources])
     except ValueError as exc:
         raise UsageError(f"bad registration: {_pydantic_message(exc)}") from None
     return spec, plan

@@ -53,6 +53,7 @@ class FeederStats:
     messages: int = 0
     events_routed: int = 0
     dead_lettered: int = 0
+    canaries: int = 0
     signals: int = 0
     batches: int = 0
     started: float = field(default_factory=time.time)
@@ -68,6 +69,7 @@ class _Route:
     time_path: tuple[str, ...]
     time_label: str
     columns: list[tuple[str, ...]]
+    schema_title: str | None = None
 
 
 class _ShardBuffer:
@@ -113,7 +115,7 @@ class Feeder:
                     continue
                 plan = compile_expression(spec.expression)
                 routes.append(_Route(spec, plan, split_key_paths(source.key_path), split_path(source.time_path),
-                                     source.time_path, plan.columns()))
+                                     source.time_path, plan.columns(), source.schema_title))
         if [r.spec.name for r in routes] != [r.spec.name for r in self.routes]:
             log.info("feeding %s -> %s", self.settings.topic, [r.spec.name for r in routes] or "no timelines yet")
         self.routes, self._routes_at = routes, now
@@ -137,6 +139,14 @@ class Feeder:
                 dead.append((msg, f"not a JSON object: {type(event).__name__}", None))
                 continue
             for route in routes:
+                if route.schema_title is not None:
+                    problem = self._schema_problem(event, route.schema_title)
+                    if problem == "canary":
+                        self.stats.canaries += 1  # synthetic monitoring events: not data
+                        continue
+                    if problem:
+                        dead.append((msg, problem, route.spec.name))
+                        continue
                 try:
                     key = event_key(event, route.key_paths)
                     t = parse_time(get_path(event, route.time_path), route.time_label)
@@ -176,6 +186,22 @@ class Feeder:
                             exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _schema_problem(self, event: dict, title: str) -> str | None:
+        """None for a valid event of the schema; "canary"; or why it is rejected (EventGate's words)."""
+        from sources.eventplatform import is_canary, parse_schema_uri, validate
+
+        if is_canary(event):
+            return "canary"
+        uri = event.get("$schema")
+        try:
+            named = parse_schema_uri(uri)[0] if isinstance(uri, str) else None
+        except ValueError as exc:
+            return f"schema: {exc}"
+        if named is not None and named != title:
+            return f"schema: $schema {uri!r} is not a version of {title!r}, the schema of this source"
+        errors = validate(event)
+        return f"schema: {'; '.join(errors)}" if errors else None
 
     def _dead_letter(self, dead: list) -> None:
         if self._dlq is None:

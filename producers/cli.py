@@ -25,6 +25,7 @@ from producers.pulsar_producer import (
     ProduceInterrupted,
     ProgressBar,
     PulsarUnavailable,
+    TopicRecord,
     open_client,
     produce_sessions,
 )
@@ -32,8 +33,8 @@ from producers.pulsar_producer import (
 __all__ = ["SCENARIOS", "add_producer_options", "main", "producer_command", "video_scenario"]
 
 # (sessions, seed, out_of_order, start_ms or None for "recent") -> JSON records in arrival order,
-# each with a "session_id" (the partition key).
-Scenario = Callable[[int, int, float, int | None], list[dict[str, Any]]]
+# each with a "session_id" (the partition key), or `TopicRecord`s that name their own topic and key.
+Scenario = Callable[[int, int, float, int | None], list[dict[str, Any]] | list[TopicRecord]]
 
 
 def video_scenario(sessions: int, seed: int, out_of_order: float, start_ms: int | None) -> list[dict[str, Any]]:
@@ -51,8 +52,16 @@ def video_scenario(sessions: int, seed: int, out_of_order: float, start_ms: int 
     return events.to_records()
 
 
+def liftwing_scenario(sessions: int, seed: int, out_of_order: float, start_ms: int | None) -> list[TopicRecord]:
+    """The LiftWing lifecycle (`producers.liftwing`): `sessions` pages; every event to its stream's topic."""
+    from producers.liftwing import liftwing_scenario as scenario
+
+    return scenario(sessions, seed, out_of_order, start_ms)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "video": video_scenario,
+    "liftwing": liftwing_scenario,
 }
 
 

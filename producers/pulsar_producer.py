@@ -4,7 +4,9 @@
 any `pulsar.Client`: every record becomes one msgspec-encoded JSON message whose
 partition key is the record's session id, sent in the order given (a generator's
 arrival order, so late events stay late on the topic), with `send_async`,
-batching and a final flush. A non-zero `rate` paces the sends on a fixed
+batching and a final flush. A record can also name its own topic and key
+(`TopicRecord`, for a scenario that writes several streams): it goes to that
+topic, and the order is kept per topic. A non-zero `rate` paces the sends on a fixed
 schedule (`due_time`): event i leaves at `i / rate` seconds after the start, so
 sleeping never accumulates drift and a stall is caught up afterwards.
 
@@ -35,6 +37,7 @@ __all__ = [
     "ProduceStats",
     "ProgressBar",
     "PulsarUnavailable",
+    "TopicRecord",
     "due_time",
     "open_client",
     "produce_sessions",
@@ -64,6 +67,15 @@ class PulsarUnavailable(TimelineError):
         super().__init__(message)
 
 
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    """A record that carries its own topic and partition key (`value` is the JSON message)."""
+
+    topic: str
+    key: str | None
+    value: dict[str, Any]
+
+
 class ProduceError(TimelineError):
     """Pulsar did not accept some of the events that were sent."""
 
@@ -75,14 +87,20 @@ class ProduceStats:
     seconds: float
     topic: str
     total: int | None = None  # events that were to be sent (differs when interrupted)
+    # events sent per topic, when the records named their own topics (`TopicRecord`); else None
+    topics: dict[str, int] | None = None
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
+        if self.topics is not None:
+            where = "topics " + ", ".join(f"{t} ({n:,})" for t, n in self.topics.items())
+        else:
+            where = f"topic {self.topic}"
         return (f"produced {self.events:,} events from {self.sessions:,} sessions in {self.seconds:.2f} s "
-                f"({self.events_per_s:,.0f} events/s) to topic {self.topic}")
+                f"({self.events_per_s:,.0f} events/s) to {where}")
 
 
 class ProduceInterrupted(KeyboardInterrupt):
@@ -131,7 +149,7 @@ def open_client(url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, verbose:
 def produce_sessions(
     client,
     topic: str,
-    records: Sequence[dict[str, Any]] | Iterable[dict[str, Any]],
+    records: Sequence[dict[str, Any] | TopicRecord] | Iterable[dict[str, Any] | TopicRecord],
     rate: float = 0,
     progress: ProgressCallback | None = None,
     *,
@@ -140,6 +158,10 @@ def produce_sessions(
     sleep: Callable[[float], None] = time.sleep,
 ) -> ProduceStats:
     """Send every record as one JSON message on `topic`, keyed by `record[key]`, in order.
+
+    A `TopicRecord` goes to its own topic instead, keyed by its own key; the
+    producers of every topic are created before the first send (so a refused
+    topic fails before anything is sent), `topic` only when a plain record uses it.
 
     `rate` is in events per second (0: as fast as possible). `progress(sent,
     total, elapsed_s)` is called at most every 0.1 s and once at the end.
@@ -152,18 +174,20 @@ def produce_sessions(
 
     records = records if isinstance(records, Sequence) else list(records)
     total = len(records)
+    routed = [r.topic for r in records if isinstance(r, TopicRecord)]
+    topic_names = list(dict.fromkeys(routed))
+    if len(routed) < total or not records:  # plain records (or nothing at all) use `topic`
+        topic_names.insert(0, topic)
+    producers: dict[str, Any] = {}
     try:
-        producer = client.create_producer(
-            topic,
-            batching_enabled=True,
-            batching_max_messages=_BATCH_MAX_MESSAGES,
-            batching_max_publish_delay_ms=_BATCH_DELAY_MS,
-            max_pending_messages=_MAX_PENDING,
-            block_if_queue_full=True,
-        )
-    except pulsar.PulsarException as exc:
-        raise PulsarUnavailable(f"cannot create a producer on topic {topic}: {_describe(exc)}", _describe(exc),
-                                unreachable=isinstance(exc, (pulsar.Timeout, pulsar.ConnectError))) from None
+        for name in topic_names:
+            producers[name] = _create_producer(client, name)
+    except BaseException:
+        for p in producers.values():
+            _close_quietly(p)
+        raise
+    default = producers.get(topic)
+    per_topic: dict[str, int] | None = {} if routed else None
 
     lock = threading.Lock()
     acked = 0
@@ -190,9 +214,13 @@ def produce_sessions(
                     delay = start + due_time(i, rate) - clock()
                     if delay > _MIN_SLEEP_S:
                         sleep(delay)
-                k = record.get(key)
+                if isinstance(record, TopicRecord):
+                    k, value, producer = record.key, record.value, producers[record.topic]
+                    per_topic[record.topic] = per_topic.get(record.topic, 0) + 1
+                else:
+                    k, value, producer = record.get(key), record, default
                 k = None if k is None else str(k)
-                producer.send_async(encode(record), done, partition_key=k)
+                producer.send_async(encode(value), done, partition_key=k)
                 sent += 1
                 if k is not None:
                     keys.add(k)
@@ -203,26 +231,29 @@ def produce_sessions(
                         progress(sent, total, now - start)
         except KeyboardInterrupt:
             interrupted = True
-        try:
-            producer.flush()
-        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for the broker
-            interrupted = True
-        except pulsar.PulsarException as exc:
-            with lock:
-                failures.append(_describe(exc))
-        else:
+        flushed = True
+        for producer in producers.values():
+            try:
+                producer.flush()
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for the broker
+                interrupted = True
+                flushed = False
+                break
+            except pulsar.PulsarException as exc:
+                flushed = False
+                with lock:
+                    failures.append(_describe(exc))
+        if flushed:
             _wait_for_receipts(lambda: acked + len(failures) >= sent)
     finally:
-        try:
-            producer.close()
-        except Exception:  # noqa: BLE001 - closing is best effort; the client close follows
-            pass
+        for producer in producers.values():
+            _close_quietly(producer)
     elapsed = clock() - start
     with lock:
         ok, failed = acked, list(failures)
     if progress is not None:
         progress(sent, total, elapsed)
-    stats = ProduceStats(events=ok, sessions=len(keys), seconds=elapsed, topic=topic, total=total)
+    stats = ProduceStats(events=ok, sessions=len(keys), seconds=elapsed, topic=topic, total=total, topics=per_topic)
     if interrupted:
         raise ProduceInterrupted(stats)
     if failed or ok < sent:
@@ -230,6 +261,30 @@ def produce_sessions(
         raise ProduceError(f"Pulsar did not confirm {sent - ok:,} of {sent:,} events on topic {topic} "
                            f"(first error: {first}); {ok:,} were stored")
     return stats
+
+
+def _create_producer(client, topic: str):
+    import pulsar
+
+    try:
+        return client.create_producer(
+            topic,
+            batching_enabled=True,
+            batching_max_messages=_BATCH_MAX_MESSAGES,
+            batching_max_publish_delay_ms=_BATCH_DELAY_MS,
+            max_pending_messages=_MAX_PENDING,
+            block_if_queue_full=True,
+        )
+    except pulsar.PulsarException as exc:
+        raise PulsarUnavailable(f"cannot create a producer on topic {topic}: {_describe(exc)}", _describe(exc),
+                                unreachable=isinstance(exc, (pulsar.Timeout, pulsar.ConnectError))) from None
+
+
+def _close_quietly(producer) -> None:
+    try:
+        producer.close()
+    except Exception:  # noqa: BLE001 - closing is best effort; the client close follows
+        pass
 
 
 def _wait_for_receipts(settled: Callable[[], bool], timeout: float = 5.0) -> None:

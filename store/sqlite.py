@@ -42,15 +42,30 @@ class SqliteStore(ResultsStore):
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._conn() as c:
-            c.executescript(SCHEMA)
+        # Several processes (worker, feeder, API, CLI) may open a new file at once:
+        # switching it to WAL and creating the tables can meet a lock that the busy
+        # timeout does not cover, so retry for a while.
+        for attempt in range(50):
+            try:
+                self._conn().executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                self.close()
+                time.sleep(0.05 * (attempt + 1))
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.OperationalError:
+                conn.close()
+                raise
             self._local.conn = conn
         return conn
 

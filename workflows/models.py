@@ -27,6 +27,9 @@ class SourceSpec(BaseModel):
     topic: str = Field(min_length=1)
     key_path: str = Field(min_length=1)
     time_path: str = Field(min_length=1)
+    # An event platform schema title (mediawiki/page/change): the feeder then
+    # validates each event against it, as EventGate does, and drops canaries.
+    schema_title: str | None = None
 
 
 class TimelineSpec(BaseModel):
@@ -75,7 +78,8 @@ class TimelineSpec(BaseModel):
         return self.sources[0].time_path
 
     def describe_sources(self) -> str:
-        return "; ".join(f"topic {s.topic} (key {s.key_path}, time {s.time_path})" for s in self.sources)
+        return "; ".join(f"topic {s.topic} (key {s.key_path}, time {s.time_path}"
+                         + (f", schema {s.schema_title})" if s.schema_title else ")") for s in self.sources)
 
     @property
     def results_topic_name(self) -> str:

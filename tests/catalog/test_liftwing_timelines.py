@@ -57,9 +57,9 @@ LIFECYCLE = [edit(0, 1), prediction(3, 1, ["France"]), edit(100, 2), edit(500, 3
 
 def evaluate(name: str, events: list[dict], at_s: float):
     d = CATALOG[name]
-    topics = {t for t, _, _ in d.sources}
+    topics = {t for t, _, _, _ in d.sources}
     mine = [e for e in events if e["meta"]["stream"] in topics]  # what the feeders of its sources deliver
-    _, key, time = d.sources[0]
+    _, key, time, _ = d.sources[0]
     plan = compile_expression(d.expression)
     data = b"\n".join(msgspec.json.encode(e) for e in mine)
     decoded = decode_jsonl(data, split_key_paths(key), split_path(time), plan.columns())

@@ -1,46 +1,26 @@
-"""A shipped LiftWing timeline streamed from two topics (edits, predictions):
-the results equal the batch evaluator's on the same events."""
+"""A shipped LiftWing timeline streamed from its two streams (edits, predictions),
+events from the lifecycle simulation: the feeder validates them against the real
+schemas, dead-letters an invalid one with the validator's reason, drops canaries,
+and the results equal the batch evaluator's on the valid events."""
 
 from __future__ import annotations
 
-import datetime as dt
-import random
+import copy
+import json
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import msgspec
+import pulsar
 
 from catalog import ARTICLE_COUNTRY, CATALOG, PAGE_CHANGE
+from producers.liftwing import simulate_lifecycle
 from runtime_helpers import batch_timelines, produce, spawn
 from store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
-
-
-def lifecycle(pages: int, seed: int) -> list[dict]:
-    """Edits and (mostly) their predictions, some lost, some late, as the streams carry them."""
-    rng = random.Random(seed)
-    events = []
-    for page in range(pages):
-        wiki = rng.choice(["enwiki", "frwiki"])
-        t = 1_738_934_940_000 + rng.randrange(0, 600_000)
-        for rev in range(rng.randrange(1, 5)):
-            base = {"wiki_id": wiki, "page": {"page_id": page}, "revision": {"rev_id": page * 10 + rev}}
-            events.append({**base, "meta": {"stream": PAGE_CHANGE, "dt": _iso(t)}, "page_change_kind": "edit"})
-            if rng.random() < 0.85:  # the rest are lost
-                delay = rng.choice([rng.randrange(500, 5_000), rng.randrange(300_000, 900_000)])
-                events.append({**base, "meta": {"stream": ARTICLE_COUNTRY, "dt": _iso(t + delay)},
-                               "predicted_classification": {"predictions": rng.sample(["France", "Chile", "Kenya"],
-                                                                                      rng.randrange(1, 3))}})
-            t += rng.randrange(10_000, 400_000)
-    return events
 
 
 def test_prediction_wait_streams_equal_batch(temporal_server, pulsar_server, tmp_path, wait_for):
@@ -50,19 +30,38 @@ def test_prediction_wait_streams_equal_batch(temporal_server, pulsar_server, tmp
     definition = CATALOG["prediction-wait"]
     name = f"prediction-wait-{prefix[1:-1]}"
     procs = [spawn("worker", ["worker", *ep], tmp_path / "logs")]
+    client = pulsar.Client(pulsar_server.address, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     try:
         reg = subprocess.run([sys.executable, "-m", "cli.main", "register", name, "--builtin", "prediction-wait",
                               "--topic-prefix", prefix, "--shards", "2", *ep], capture_output=True, text=True,
                              cwd=ROOT, timeout=60)
         assert reg.returncode == 0, reg.stderr
-        assert f"{prefix}{PAGE_CHANGE}" in reg.stdout and f"{prefix}{ARTICLE_COUNTRY}" in reg.stdout
+        assert f"{prefix}{PAGE_CHANGE}" in reg.stdout and "schema mediawiki/page/change" in reg.stdout
+        dlq = client.subscribe(f"{prefix}{PAGE_CHANGE}-dead-letter", "test",
+                               initial_position=pulsar.InitialPosition.Earliest)
         for stream in (PAGE_CHANGE, ARTICLE_COUNTRY):
-            procs.append(spawn(f"feeder-{stream}", ["feeder", "--topic", f"{prefix}{stream}", *ep], tmp_path / "logs"))
-        events = lifecycle(40, seed=2)
+            procs.append(spawn(f"feeder-{stream}", ["feeder", "--topic", f"{prefix}{stream}", *ep],
+                               tmp_path / "logs"))
+
+        events = [e for e in simulate_lifecycle(30, seed=3) if e.stream in (PAGE_CHANGE, ARTICLE_COUNTRY)]
+        assert events and all(e.bug is None for e in events)  # what EventGate accepted
+        edit = next(e.event for e in events if e.stream == PAGE_CHANGE)
+        invalid = copy.deepcopy(edit)
+        del invalid["page_change_kind"]
+        canary = copy.deepcopy(edit)
+        canary["meta"]["domain"] = "canary"
+        canary["wiki_id"] = "canarywiki"
         for stream in (PAGE_CHANGE, ARTICLE_COUNTRY):
-            produce(pulsar_server.address, f"{prefix}{stream}",
-                    [msgspec.json.encode(e) for e in events if e["meta"]["stream"] == stream])
-        normalised = [{**e, "k": f"{e['wiki_id']}:{e['page']['page_id']}"} for e in events]
+            payloads = [msgspec.json.encode(e.event) for e in events if e.stream == stream]
+            if stream == PAGE_CHANGE:
+                payloads += [msgspec.json.encode(invalid), msgspec.json.encode(canary)]
+            produce(pulsar_server.address, f"{prefix}{stream}", payloads)
+
+        msg = dlq.receive(timeout_millis=60_000)
+        assert json.loads(msg.data())["meta"]["id"] == invalid["meta"]["id"]
+        assert msg.properties()["reason"].startswith("schema:") and "page_change_kind" in msg.properties()["reason"]
+
+        normalised = [{**e.event, "k": e.key} for e in events]
         expected = batch_timelines(definition.expression, normalised, "k", "meta.dt")
         store = open_store(store_url)
 
@@ -73,6 +72,8 @@ def test_prediction_wait_streams_equal_batch(temporal_server, pulsar_server, tmp
             wait_for(converged, timeout=120, interval=0.5, message="prediction-wait results equal to batch")
         except AssertionError:
             raise AssertionError("\n".join(f"--- {p.name}\n{p.tail()}" for p in procs))
+        assert not any(k.startswith("canarywiki:") for k in store.keys(name))  # the canary changed nothing
     finally:
+        client.close()
         for p in procs:
             p.stop()

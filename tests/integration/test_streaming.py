@@ -190,6 +190,19 @@ def test_bad_messages_reach_the_dead_letter_topic(runtime, pulsar_server, wait_f
     store = runtime.store()
     wait_for(lambda: store.result(name, "ok"), timeout=60, message="the good event's result")
 
+    # The root published the change as an event of the project's own schema.
+    from sources.eventplatform import SchemaRepository
+
+    client = pulsar.Client(pulsar_server.address, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    try:
+        results = client.subscribe(f"timeline-results-{name}", "test",
+                                   initial_position=pulsar.InitialPosition.Earliest)
+        event = json.loads(results.receive(timeout_millis=30_000).data())
+    finally:
+        client.close()
+    assert event["$schema"] == "/timeline/result_change/1.0.0" and event["key"] == "ok"
+    assert SchemaRepository().validate(event) == []
+
 
 def test_continue_as_new_loses_nothing(runtime, pulsar_server, temporal_server, wait_for, aio):
     name = f"cir-{runtime.suffix}"

@@ -1,0 +1,93 @@
+"""`timeline ingest-sse`: EventStreams (server-sent events) -> Pulsar topics, one per stream.
+
+    timeline ingest-sse https://stream.wikimedia.org/v2/stream/mediawiki.page_change.v1 --limit 1000
+    timeline ingest-sse recorded.sse --stream mediawiki.page_change.v1
+    curl -s https://stream.wikimedia.org/v2/stream/mediawiki.revision-create | timeline ingest-sse -
+
+Each event goes to the topic named after its stream (`sources.eventplatform.topic_for`);
+canary events are dropped; invalid ones go to `eventstreams-dead-letter` with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cli.settings import add_endpoint_options, endpoints
+from sources.eventplatform import STREAMS
+
+__all__ = ["add_ingest_options", "add_parsers", "ingest_command"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number > 0")
+    return value
+
+
+def add_parsers(sub) -> None:
+    """Add `ingest-sse` to the `timeline` subcommands."""
+    p = sub.add_parser(
+        "ingest-sse", help="read Wikimedia EventStreams (server-sent events) into Pulsar topics",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_ingest_options(p)
+
+
+def add_ingest_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SOURCE",
+                   help="a recorded SSE file, - for stdin, or an EventStreams URL "
+                        "(https://stream.wikimedia.org/v2/stream/mediawiki.page_change.v1)")
+    p.add_argument("--stream", metavar="NAME", action="append", dest="streams", default=None,
+                   help="keep only this stream (repeatable; default: every known stream: "
+                        f"{', '.join(STREAMS)})")
+    p.add_argument("--no-validate", action="store_true",
+                   help="do not validate events against their schemas (page key and meta.dt are still required)")
+    p.add_argument("--limit", metavar="N", type=_positive_int, default=None,
+                   help="stop after N events (needed to end a live stream)")
+    add_endpoint_options(p, temporal=False, store=False)
+    p.set_defaults(handler=ingest_command)
+
+
+def ingest_command(args: argparse.Namespace) -> int:
+    """Ingest SOURCE; 0 when every routed or dead-lettered event was stored, 130 on Ctrl-C.
+
+    User errors (bad source or stream name, Pulsar unreachable) raise TimelineErrors
+    for the caller (`cli.main`) to print and turn into exit code 2.
+    """
+    from producers.pulsar_producer import PulsarUnavailable, open_client
+    from sources.eventplatform import topic_for
+    from sources.ingest import IngestStats, ingest_sse, open_source
+
+    for name in args.streams or []:
+        topic_for(name)  # a name Pulsar cannot take is an option error, before connecting
+    url = endpoints(args).pulsar
+    stats = IngestStats()
+    client = open_client(url)
+    try:
+        with open_source(args.source) as lines:
+            ingest_sse(lines, client, streams=args.streams, validate=not args.no_validate, limit=args.limit,
+                       stats=stats, progress=_progress)
+    except KeyboardInterrupt:
+        print(stats.summary(), flush=True)
+        print("interrupted: everything read before Ctrl-C was flushed to Pulsar", file=sys.stderr)
+        return 130
+    except PulsarUnavailable as exc:
+        if exc.unreachable:
+            raise PulsarUnavailable(
+                f"cannot reach Pulsar at {url} ({exc.reason}); start the embedded stack with `timeline up`, "
+                "or pass --pulsar URL (or set TIMELINE_PULSAR)", exc.reason, True) from None
+        raise PulsarUnavailable(f"Pulsar at {url}: {exc}", exc.reason) from None
+    finally:
+        client.close()
+    print(stats.summary(), flush=True)
+    return 0
+
+
+def _progress(stats) -> None:
+    """Every few seconds on stderr, so that a long run shows it is alive."""
+    print(f"ingest-sse: {stats.read:,} read, {stats.sent:,} sent, {stats.canary:,} canary, "
+          f"{stats.dead_lettered:,} dead-lettered ({stats.seconds:.0f} s)", file=sys.stderr, flush=True)
