@@ -18,7 +18,14 @@ INGESTED = "meta.dt"
 PAGE_CHANGE = "mediawiki.page_change.v1"
 ARTICLE_COUNTRY = "mediawiki.article_country_prediction_change.v1"
 
-AWAITING = f'latest_event_to_state(meta.stream) == "{PAGE_CHANGE}"'
+# An edit LiftWing's article-country model answers (ChangeProp's rule): a create, edit or
+# move of a namespace-0 page that is not a redirect, on a Wikipedia (not commons, wikidata,
+# meta). A page is awaiting its prediction while its latest event is such an edit.
+ELIGIBLE = ('latest_event_to_state(page.namespace_id) == 0 && latest_event_to_state(page.is_redirect) == false'
+            ' && latest_event_to_state(page_change_kind) != "delete"'
+            ' && latest_event_to_state(wiki_id) != "commonswiki" && latest_event_to_state(wiki_id) != "wikidatawiki"'
+            ' && latest_event_to_state(wiki_id) != "metawiki"')
+AWAITING = f'latest_event_to_state(meta.stream) == "{PAGE_CHANGE}" && {ELIGIBLE}'
 
 
 class Definition(BaseModel):
@@ -45,8 +52,9 @@ CATALOG: dict[str, Definition] = {d.name: d for d in [
     Definition(
         name="prediction-wait",
         title="How long each page waited for its prediction after an edit",
-        answers="A page is awaiting a prediction from a page_change event until the next prediction event "
-                "for it; the value is the total time spent waiting (ms), growing while it waits.",
+        answers="A page is awaiting a prediction from an edit the model answers (namespace 0, no redirect, "
+                "a Wikipedia) until the next prediction event for it; the value is the total time spent "
+                "waiting (ms), growing while it waits.",
         expression=f"duration_where({AWAITING})",
         sources=_page_sources(PAGE_CHANGE, ARTICLE_COUNTRY),
     ),

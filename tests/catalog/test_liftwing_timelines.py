@@ -37,6 +37,7 @@ def _template(name: str) -> dict:
 def edit(at_s: float, rev: int) -> dict:
     e = copy.deepcopy(_template("mediawiki__page__change__1.2.0__example0.json"))
     e["wiki_id"], e["page"]["page_id"], e["revision"]["rev_id"] = "enwiki", 7, rev
+    e["page"].update(namespace_id=0, is_redirect=False)  # an article: the model answers its edits
     e["meta"].update(stream=PAGE_CHANGE, dt=_iso(T0 + int(at_s * 1000)))
     return e
 
@@ -44,6 +45,7 @@ def edit(at_s: float, rev: int) -> dict:
 def prediction(at_s: float, rev: int, classes: list[str]) -> dict:
     e = copy.deepcopy(_template("mediawiki__page__prediction_classification_change__1.1.0__example0.json"))
     e["wiki_id"], e["page"]["page_id"], e["revision"]["rev_id"] = "enwiki", 7, rev
+    e["page"].update(namespace_id=0, is_redirect=False)
     e["predicted_classification"]["predictions"] = classes
     e["meta"].update(stream=ARTICLE_COUNTRY, dt=_iso(T0 + int(at_s * 1000)))
     return e
@@ -99,3 +101,13 @@ def test_every_shipped_definition_compiles_and_is_documented():
     for d in CATALOG.values():
         compile_expression(d.expression)
         assert d.title and d.answers and d.sources
+
+
+def test_edits_the_model_does_not_answer_are_not_awaited():
+    """A talk page (namespace 1) and a commons file get no prediction by design: never waiting."""
+    talk = edit(0, 1)
+    talk["page"]["namespace_id"] = 1
+    commons = edit(0, 2)
+    commons["wiki_id"], commons["page"]["page_id"] = "commonswiki", 8
+    assert evaluate("prediction-wait", [talk, commons], 600) == {"enwiki:7": 0, "commonswiki:8": 0}
+    assert evaluate("prediction-slo-breach", [talk, commons], 600) == {"enwiki:7": False, "commonswiki:8": False}
