@@ -118,6 +118,18 @@ def check_against_reference(source, events):
     assert checked.root == plan.root_node.expr
 
 
+def feed_in_batches(evaluator, events, cuts):
+    """Apply the events in arrival order, split at `cuts`; yields how many were applied so far."""
+    bounds = sorted(set([0, len(events)] + [c for c in cuts if c < len(events)]))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        chunk = events[lo:hi]
+        evaluator.apply(EventBatch(
+            keys=[k for k, _, _ in chunk], times=[t for _, t, _ in chunk],
+            columns={f: [fields.get(f) for _, _, fields in chunk] for f in FIELDS},
+        ))
+        yield hi
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=TIMELINE, events=events_strategy)
 def test_batch_equals_per_ms_reference(source, events):
@@ -129,13 +141,7 @@ def test_batch_equals_per_ms_reference(source, events):
 def test_incremental_equals_batch_after_every_batch(source, events, cuts):
     plan = compile_expression(source)
     evaluator = IncrementalEvaluator(plan)
-    bounds = sorted(set([0, len(events)] + [c for c in cuts if c < len(events)]))
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        chunk = events[lo:hi]
-        evaluator.apply(EventBatch(
-            keys=[k for k, _, _ in chunk], times=[t for _, t, _ in chunk],
-            columns={f: [fields.get(f) for _, _, fields in chunk] for f in FIELDS},
-        ))
+    for hi in feed_in_batches(evaluator, events, cuts):
         expected = batch_timelines(plan, events[:hi])
         for node_id, per_key in expected.items():
             for name, tl in per_key.items():
@@ -160,13 +166,7 @@ def test_snapshot_restore_between_batches_changes_nothing(source, events, cuts):
 
     plan = compile_expression(source)
     evaluator = IncrementalEvaluator(plan)
-    bounds = sorted(set([0, len(events)] + [c for c in cuts if c < len(events)]))
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        chunk = events[lo:hi]
-        evaluator.apply(EventBatch(
-            keys=[k for k, _, _ in chunk], times=[t for _, t, _ in chunk],
-            columns={f: [fields.get(f) for _, _, fields in chunk] for f in FIELDS},
-        ))
+    for hi in feed_in_batches(evaluator, events, cuts):
         for node_id, step in list(evaluator.steps.items()):
             node = plan.nodes[node_id]
             wire = step.snapshot().model_dump_json()

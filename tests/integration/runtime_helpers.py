@@ -69,3 +69,51 @@ def produce(pulsar_url: str, topic: str, payloads: list[bytes]) -> None:
         producer.close()
     finally:
         client.close()
+
+
+class TopicReader:
+    """A real consumer on one topic, subscribed before anything is produced.
+
+    Delivery is at least once: pulsar-lite now and then delivers a batch again with the
+    same message ids, so a message id seen before is a redelivery of the same stored
+    message: skipped, not counted (the runtime's leaves skip them the same way).
+    `latest=True` starts at the topic's end, so events an earlier test wrote to a shared
+    topic are not counted."""
+
+    def __init__(self, client, topic: str, latest: bool = False):
+        import uuid
+
+        import pulsar
+
+        self.topic = topic
+        self.seen: set[bytes] = set()
+        start = pulsar.InitialPosition.Latest if latest else pulsar.InitialPosition.Earliest
+        self.consumer = client.subscribe(topic, f"check-{uuid.uuid4().hex[:8]}", initial_position=start)
+
+    def _next(self, timeout_ms: int):
+        """The next message not seen before (None: a redelivery); pulsar.Timeout when there is none."""
+        msg = self.consumer.receive(timeout_millis=timeout_ms)
+        self.consumer.acknowledge(msg)
+        mid = msg.message_id().serialize()
+        if mid in self.seen:
+            return None
+        self.seen.add(mid)
+        return msg
+
+    def take(self, n: int, timeout_ms: int = 15_000) -> list:
+        out = []
+        while len(out) < n:
+            msg = self._next(timeout_ms)  # pulsar.Timeout fails the test
+            if msg is not None:
+                out.append(msg)
+        return out
+
+    def assert_no_more(self, timeout_ms: int = 1000) -> None:
+        import pulsar
+        import pytest
+
+        with pytest.raises(pulsar.Timeout):
+            while True:
+                msg = self._next(timeout_ms)
+                if msg is not None:
+                    pytest.fail(f"unexpected extra message on {self.topic}: {msg.data()!r}")

@@ -5,7 +5,6 @@ order per topic, keyed by page, and the counts per topic are the simulation's su
 from __future__ import annotations
 
 import re
-import uuid
 
 import msgspec
 import pulsar
@@ -19,6 +18,7 @@ from producers.liftwing import (
     WEIGHTED_TAGS_STREAM,
     simulate_lifecycle,
 )
+from runtime_helpers import TopicReader
 from sources.eventplatform import STREAMS
 
 START = 1_795_564_800_000
@@ -26,51 +26,11 @@ STREAM_NAMES = (PAGE_CHANGE_STREAM, PREDICTION_STREAM, WEIGHTED_TAGS_STREAM, ERR
 SUMMARY = re.compile(r"produced ([\d,]+) events from ([\d,]+) sessions in [\d.]+ s \([\d,]+ events/s\) to topics (.+)")
 
 
-class Reader:
-    """A real consumer on one topic, subscribed before anything is produced.
-
-    The subscription starts at the topic's end (Latest), so events an earlier test of the
-    session may have written to the same stream topic are not counted. A message delivered
-    again with the same message id (pulsar-lite sometimes redelivers a batch to a consumer,
-    original producer code included) is the same stored message: it is skipped, not counted."""
-
-    def __init__(self, client: pulsar.Client, topic: str):
-        self.topic = topic
-        self.seen: set[str] = set()
-        self.consumer = client.subscribe(topic, f"check-{uuid.uuid4().hex[:8]}",
-                                         initial_position=pulsar.InitialPosition.Latest)
-
-    def _next(self, timeout_ms: int) -> pulsar.Message | None:
-        """The next message not seen before (None: a redelivery)."""
-        msg = self.consumer.receive(timeout_millis=timeout_ms)  # pulsar.Timeout when there is none
-        self.consumer.acknowledge(msg)
-        mid = str(msg.message_id())
-        if mid in self.seen:
-            return None
-        self.seen.add(mid)
-        return msg
-
-    def take(self, n: int, timeout_ms: int = 15_000) -> list[pulsar.Message]:
-        out = []
-        while len(out) < n:
-            msg = self._next(timeout_ms)  # pulsar.Timeout fails the test
-            if msg is not None:
-                out.append(msg)
-        return out
-
-    def assert_no_more(self, timeout_ms: int = 1000) -> None:
-        with pytest.raises(pulsar.Timeout):
-            while True:
-                msg = self._next(timeout_ms)
-                if msg is not None:
-                    pytest.fail(f"unexpected extra message on {self.topic}: {msg.data()!r}")
-
-
 @pytest.fixture
 def readers(pulsar_server):
     client = pulsar.Client(pulsar_server.address, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     try:
-        yield {stream: Reader(client, STREAMS[stream].topic) for stream in STREAM_NAMES}
+        yield {stream: TopicReader(client, STREAMS[stream].topic, latest=True) for stream in STREAM_NAMES}
     finally:
         client.close()
 

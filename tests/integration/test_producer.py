@@ -26,6 +26,7 @@ from producers.pulsar_producer import (
     render_progress,
 )
 from producers.video_sessions import generate_sessions
+from runtime_helpers import TopicReader
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(
@@ -42,41 +43,12 @@ def _topic() -> str:
     return f"producer-{uuid.uuid4().hex[:10]}"
 
 
-class Reader:
-    """A real consumer, subscribed before anything is produced (so it sees everything).
-
-    Delivery is at least once: pulsar-lite now and then delivers a batch again with the
-    same message ids, so a message id seen before is a redelivery, not a new message
-    (the runtime's leaves skip them the same way)."""
+class Reader(TopicReader):
+    """A TopicReader with a client of its own."""
 
     def __init__(self, url: str, topic: str):
         self.client = pulsar.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-        self.consumer = self.client.subscribe(topic, "check", initial_position=pulsar.InitialPosition.Earliest)
-        self.seen: set[bytes] = set()
-
-    def _next(self, timeout_ms: int) -> pulsar.Message | None:
-        msg = self.consumer.receive(timeout_millis=timeout_ms)  # pulsar.Timeout fails the test
-        self.consumer.acknowledge(msg)
-        mid = msg.message_id().serialize()
-        if mid in self.seen:
-            return None
-        self.seen.add(mid)
-        return msg
-
-    def take(self, n: int, timeout_ms: int = 15_000) -> list[pulsar.Message]:
-        out = []
-        while len(out) < n:
-            msg = self._next(timeout_ms)
-            if msg is not None:
-                out.append(msg)
-        return out
-
-    def assert_no_more(self, timeout_ms: int = 1000) -> None:
-        with pytest.raises(pulsar.Timeout):
-            while True:
-                msg = self._next(timeout_ms)
-                if msg is not None:
-                    pytest.fail(f"unexpected extra message {msg.data()!r}")
+        super().__init__(self.client, topic)
 
     def close(self) -> None:
         self.consumer.close()
