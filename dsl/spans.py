@@ -317,11 +317,3 @@ def align(sets: Sequence[SpanSet], frame: Frame) -> tuple[np.ndarray, np.ndarray
     keep = _keep_last_of_equal(key, start)
     # cumsum counts per set; offset into each set is that count.
     return key[keep], start[keep], [ix[keep] for ix in idx]
-
-
-def spans_of_key(spans: SpanSet, offsets: np.ndarray, k: int) -> slice:
-    return slice(int(offsets[k]), int(offsets[k + 1]))
-
-
-def empty_like(spans: SpanSet) -> SpanSet:
-    return spans.take(np.zeros(0, dtype=np.int64))

@@ -182,7 +182,3 @@ class KeyAnswer(BaseModel):
     timeline: KeyTimeline
     watermark: int | None = None
     closed: bool = False
-
-
-def jsonable(value: Any) -> Any:
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import signal
 
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -50,17 +49,3 @@ async def run_worker(temporal: str, store_url: str, pulsar_url: str | None, task
     if pulsar_client is not None:
         pulsar_client.close()
     store.close()
-
-
-def main_worker(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-    async def runner():
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_worker(args.temporal, args.store, args.pulsar, args.task_queue, stop, args.namespace)
-
-    asyncio.run(runner())
-    return 0
