@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -77,7 +78,8 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 def worker_command(args: argparse.Namespace) -> int:
     from workflows.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=os.environ.get("TIMELINE_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ep = endpoints(args)
 
     async def main():
@@ -95,10 +97,12 @@ def worker_command(args: argparse.Namespace) -> int:
 def feeder_command(args: argparse.Namespace) -> int:
     from feeder.feeder import Feeder, FeederSettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=os.environ.get("TIMELINE_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ep = endpoints(args)
     settings = FeederSettings(topic=args.topic, subscription=args.subscription, batch_size=args.batch_size,
-                              linger_ms=args.linger_ms, dead_letter_topic=args.dead_letter_topic)
+                              linger_ms=args.linger_ms, dead_letter_topic=args.dead_letter_topic,
+                              receiver_queue=args.receiver_queue)
 
     async def main():
         stop = asyncio.Event()
@@ -351,6 +355,9 @@ def add_feeder_options(f: argparse.ArgumentParser) -> None:
     f.add_argument("--batch-size", type=int, default=500, help="events per batch at most (default 500)")
     f.add_argument("--linger-ms", type=int, default=200, help="longest wait to fill a batch (default 200)")
     f.add_argument("--dead-letter-topic", help="where bad messages go (default TOPIC-dead-letter)")
+    f.add_argument("--receiver-queue", type=int, default=1, metavar="N",
+                   help="messages the Pulsar client prefetches (default 1: the embedded pulsar-lite broker "
+                        "stalls when prefetched messages are acknowledged late; with Apache Pulsar use ~1000)")
     f.set_defaults(handler=feeder_command)
 
 

@@ -41,6 +41,11 @@ class FeederSettings:
     linger_ms: int = 200
     dead_letter_topic: str | None = None
     refresh_s: float = 2.0          # how often registrations are re-read
+    # No prefetch by default: pulsar-lite stops dispatching (and, on resubscribe,
+    # loses its place) when prefetched messages are acknowledged late, which the
+    # feeder does on purpose (only after Temporal accepted their signals). With
+    # Apache Pulsar a larger queue is safe and saves round trips.
+    receiver_queue: int = 1
     continue_as_new_after: int | None = None
 
     @property
@@ -102,6 +107,7 @@ class Feeder:
         self._routes_at = 0.0
         self._decoder = msgspec.json.Decoder()
         self._dlq = None
+        self._waiting = False
 
     # --- registrations -------------------------------------------------------------
     def refresh_routes(self, force: bool = False) -> list[_Route]:
@@ -122,8 +128,14 @@ class Feeder:
         return routes
 
     # --- one batch of messages -------------------------------------------------------
-    async def process(self, messages: list) -> None:
+    async def process(self, messages: list) -> bool:
+        """Route and signal a batch; False when no timeline reads this topic yet (nothing
+        was done: the caller keeps the messages, unacknowledged, and tries again)."""
         routes = self.refresh_routes()
+        if not routes:  # a timeline registered since the last look must not be missed
+            routes = self.refresh_routes(force=True)
+        if not routes:
+            return False
         buffers: dict[tuple[str, int], _ShardBuffer] = {}
         dead: list[tuple[Any, str, str | None]] = []
         for msg in messages:
@@ -159,6 +171,9 @@ class Feeder:
                     buf = buffers[(route.spec.name, shard)] = _ShardBuffer(route.columns)
                 buf.add(key, t, position, event)
                 self.stats.events_routed += 1
+        routed_before = sum(len(b.keys) for b in buffers.values())
+        log.debug("batch of %d messages: %d events routed to %d shard batches, %d dead-lettered, routes %s",
+                  len(messages), routed_before, len(buffers), len(dead), [r.spec.name for r in routes])
         if dead:
             self._dead_letter(dead)
         by_name = {r.spec.name: r for r in routes}
@@ -173,6 +188,7 @@ class Feeder:
             self.stats.signals += len(route.plan.leaves)
         await asyncio.gather(*sends)
         self.stats.batches += 1
+        return True
 
     async def _send_with_retry(self, route: _Route, shard: int, signal: EventBatchSignal) -> None:
         delay = 0.5
@@ -222,7 +238,7 @@ class Feeder:
 
         consumer = self.pulsar.subscribe(
             self.settings.topic, self.settings.subscription, consumer_type=pulsar.ConsumerType.Failover,
-            initial_position=pulsar.InitialPosition.Earliest,
+            initial_position=pulsar.InitialPosition.Earliest, receiver_queue_size=self.settings.receiver_queue,
         )
         self.refresh_routes(force=True)
         batches: queue.Queue = queue.Queue(maxsize=4)  # back-pressure on the receiver
@@ -237,7 +253,17 @@ class Feeder:
                     continue
                 if messages is None:
                     break
-                await self.process(messages)
+                while not await self.process(messages):
+                    # No timeline reads this topic: keep the messages in Pulsar (unacknowledged)
+                    # until one is registered, rather than acknowledging them unread.
+                    if not self._waiting:
+                        log.warning("no timeline is registered on topic %s: holding its messages until one is "
+                                    "(register-workflow ... --topic %s)", self.settings.topic, self.settings.topic)
+                        self._waiting = True
+                    if stop.is_set():
+                        return
+                    await asyncio.sleep(self.settings.refresh_s)
+                self._waiting = False
                 # Individual acks: pulsar-lite ignores cumulative ones (dispatch then
                 # stalls at its unacked limit); the client sends them in bulk anyway.
                 for msg in messages:

@@ -266,3 +266,17 @@ def test_two_sources_with_different_key_and_time_paths(runtime, pulsar_server, w
     wait_for(lambda: all((r := store.result(name, k)) is not None and r.timeline == tl for k, tl in expected.items()),
              timeout=120, interval=0.5, message="two-source results to equal batch results")
 
+
+
+def test_feeder_started_before_any_timeline_loses_nothing(runtime, pulsar_server, wait_for):
+    """`timeline up` starts the feeder before anything is registered: events that arrive
+    before their timeline is registered are kept in Pulsar, not acknowledged unread."""
+    name = f"cir-{runtime.suffix}"
+    runtime.worker()
+    runtime.feeder()
+    records = _records(60, seed=17)
+    produce(pulsar_server.address, runtime.topic, [msgspec.json.encode(r) for r in records])
+    wait_for(lambda: any("no timeline is registered" in p.tail() for p in runtime.procs), timeout=30,
+             message="the feeder to say it holds the messages")
+    runtime.register(name, CIR)
+    _assert_streaming_equals_batch(runtime, [name], records, wait_for)
