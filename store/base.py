@@ -54,7 +54,8 @@ class ResultsStore(ABC):
     @abstractmethod
     def apply_results(self, batch: ResultsBatch) -> None:
         """Apply a root batch: patch each key's timeline, record watermarks and closed keys.
-        Idempotent: applying the same batch twice changes nothing."""
+        Idempotent: applying the same batch again changes nothing; a batch older than the
+        last one applied (per timeline and shard) is skipped."""
 
     @abstractmethod
     def result(self, timeline: str, key: str) -> StoredResult | None: ...

@@ -113,8 +113,12 @@ class SqliteStore(ResultsStore):
         try:
             row = c.execute("SELECT seq FROM applied WHERE timeline = ? AND shard = ?",
                             (batch.timeline, batch.shard)).fetchone()
-            if row is not None and row[0] >= batch.seq:
-                c.execute("COMMIT")  # a retried activity: already applied
+            # Skip only a batch older than the last one applied. The same seq comes again
+            # when the root's workflow task re-ran after a worker crash, then with what
+            # arrived meanwhile merged in: its patches (replace-from-since, in order) must
+            # be applied again, or those changes are lost.
+            if row is not None and row[0] > batch.seq:
+                c.execute("COMMIT")
                 return
             now = time.time()
             for patch in batch.patches:

@@ -58,11 +58,12 @@ def test_schema_examples_through_the_feeder(temporal_server, pulsar_server, tmp_
 
         store = open_store(store_url)
 
-        def results():
+        def results():  # both sources' events have arrived (until then `true && unknown` is unknown)
             page, rev = store.result(name, "example:1"), store.result(name, "examplewiki:123")
-            return page and rev and (page.timeline, rev.timeline)
+            done = page and rev and page.timeline.values == [True] and rev.timeline.values == [False]
+            return done and (page.timeline, rev.timeline)
 
-        page, rev = wait_for(results, timeout=90, message="the examples' results")
+        page, rev = wait_for(results, timeout=90, message="the examples' expected results")
         # At 2021-01-01 the page was edited and its prediction came from example_model: true from then on.
         assert (page.starts, page.values) == ([T_PAGE], [True])
         # The old revision-create stream has no page_change_kind or prediction: false && unknown = false.
