@@ -133,8 +133,6 @@ def _table(records: list[dict], store, keys: list[str]) -> None:
         k = r["session_id"]
         if r["ts"] >= last_time.get(k, r["ts"]):
             last_time[k] = r["ts"]
-        if "cdn" in r:
-            last_cdn.setdefault(k, r["cdn"])
     for r in sorted(records, key=lambda r: r["ts"]):  # the latest cdn by event time
         if "cdn" in r:
             last_cdn[r["session_id"]] = r["cdn"]

@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 
 from dsl.errors import EventError
-from dsl.events import CodedColumn, EventFrame, get_path, parse_key, parse_time, value_identity
+from dsl.events import CodedColumn, EventFrame, ValueEncoder, get_path, parse_key, parse_time
 
 CHUNK_BYTES = 4 << 20
 
@@ -295,17 +295,4 @@ def encode_values(values: list) -> CodedColumn:
 
 
 def _encode_values_by_kind(values: list) -> CodedColumn:
-    others: dict[tuple, int] = {}
-    vocab: list = []
-    codes = np.empty(len(values), dtype=np.int32)
-    for i, v in enumerate(values):
-        if v is None:
-            codes[i] = -1
-            continue
-        ident = value_identity(v)
-        c = others.get(ident)
-        if c is None:
-            c = others[ident] = len(vocab)
-            vocab.append(v)
-        codes[i] = c
-    return CodedColumn(codes, vocab)
+    return ValueEncoder().encode(values)

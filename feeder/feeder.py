@@ -116,10 +116,9 @@ class Feeder:
             return self.routes
         routes = []
         for spec in self.store.list():
-            for source in spec.sources:
-                if source.topic != self.settings.topic:
-                    continue
-                plan = compile_expression(spec.expression)
+            mine = [s for s in spec.sources if s.topic == self.settings.topic]
+            plan = compile_expression(spec.expression) if mine else None
+            for source in mine:
                 routes.append(_Route(spec, plan, split_key_paths(source.key_path), split_path(source.time_path),
                                      source.time_path, plan.columns(), source.schema_title))
         if [r.spec.name for r in routes] != [r.spec.name for r in self.routes]:

@@ -122,10 +122,10 @@ class TimelineNodeWorkflow:
                 await workflow.wait_condition(
                     lambda: bool(self.pending_events or self.pending_patches) or self.stopping or self.idle_due)
                 if self.pending_events or self.pending_patches:
-                    await self._apply_pending()
+                    self._apply_pending()
                 if self.idle_due:
                     self.idle_due = False
-                    await self._close_idle()
+                    self._close_idle()
                 if self.stopping and not (self.pending_events or self.pending_patches):
                     await workflow.wait_condition(lambda: not self.sending and not any(self.outbox.values()))
                     return
@@ -156,7 +156,7 @@ class TimelineNodeWorkflow:
         return workflow.info().is_continue_as_new_suggested()
 
     # --- applying what arrived ---------------------------------------------------------
-    async def _apply_pending(self) -> None:
+    def _apply_pending(self) -> None:
         inp = self.input
         assert inp is not None and self.step is not None
         now = workflow.now().timestamp()
@@ -175,11 +175,11 @@ class TimelineNodeWorkflow:
             touched = {p.key for p in patches}
             for key, wm in watermarks.items():
                 inp.watermarks[key] = wm
-        for key in touched | {p.key for p in patches}:
+        for key in touched:
             inp.last_seen[key] = now
         if not patches and not watermarks:
             return
-        await self._send(patches, watermarks, {})
+        self._send(patches, watermarks, {})
 
     def _fresh_events(self) -> EventBatch:
         """Queued batches, without events at or before the last applied position of their topic."""
@@ -222,7 +222,7 @@ class TimelineNodeWorkflow:
         watermarks = {k: min(v.values()) for k, v in child_wm.items() if len(v) == len(set(children))}
         return per_child, watermarks
 
-    async def _send(self, patches: list[SpanPatch], watermarks: dict[str, int], closed: dict[str, KeyTimeline]) -> None:
+    def _send(self, patches: list[SpanPatch], watermarks: dict[str, int], closed: dict[str, KeyTimeline]) -> None:
         self.batches_applied += 1
         self.run_batches += 1
         for box in self.outbox.values():
@@ -256,7 +256,7 @@ class TimelineNodeWorkflow:
             finally:
                 self.sending -= 1
 
-    async def _close_idle(self) -> None:
+    def _close_idle(self) -> None:
         inp = self.input
         now = workflow.now().timestamp()
         idle = [k for k, seen in inp.last_seen.items() if now - seen >= inp.spec.idle_timeout_s]
@@ -264,7 +264,7 @@ class TimelineNodeWorkflow:
             return
         closed = {k: self.step.timeline(k) for k in idle} if not self.parents else {}
         if not self.parents:  # the root emits the final timelines
-            await self._send([], {}, closed)
+            self._send([], {}, closed)
         self.step.release(idle)
         for k in idle:
             inp.last_seen.pop(k, None)

@@ -57,6 +57,21 @@ def batch_timelines(expression: str, records: list[dict], key: str, time: str) -
     return root_timelines(expression, records, key, time)
 
 
+def wait_equal(wait_for, store, timeline: str, expected: dict[str, KeyTimeline], procs=(), timeout: float = 180,
+               what: str = "streaming results to equal batch results") -> None:
+    """Wait until every key's result in the store equals the expected timeline; on a
+    timeout, say how many keys differ and show the processes' logs."""
+    def converged():
+        return all((r := store.result(timeline, k)) is not None and r.timeline == tl for k, tl in expected.items())
+
+    try:
+        wait_for(converged, timeout=timeout, interval=0.5, message=what)
+    except AssertionError:
+        bad = [k for k, tl in expected.items() if (r := store.result(timeline, k)) is None or r.timeline != tl]
+        raise AssertionError(f"{len(bad)} keys of {timeline} differ, e.g. {bad[:3]}; logs:\n"
+                             + "\n".join(f"--- {p.name}\n{p.tail()}" for p in procs)) from None
+
+
 def produce(pulsar_url: str, topic: str, payloads: list[bytes]) -> None:
     import pulsar
 

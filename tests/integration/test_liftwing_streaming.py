@@ -17,7 +17,7 @@ import pulsar
 
 from catalog import ARTICLE_COUNTRY, CATALOG, PAGE_CHANGE
 from producers.liftwing import simulate_lifecycle
-from runtime_helpers import batch_timelines, produce, spawn
+from runtime_helpers import batch_timelines, produce, spawn, wait_equal
 from store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,13 +65,7 @@ def test_prediction_wait_streams_equal_batch(temporal_server, pulsar_server, tmp
         expected = batch_timelines(definition.expression, normalised, "k", "meta.dt")
         store = open_store(store_url)
 
-        def converged():
-            return all((r := store.result(name, k)) is not None and r.timeline == tl for k, tl in expected.items())
-
-        try:
-            wait_for(converged, timeout=120, interval=0.5, message="prediction-wait results equal to batch")
-        except AssertionError:
-            raise AssertionError("\n".join(f"--- {p.name}\n{p.tail()}" for p in procs))
+        wait_equal(wait_for, store, name, expected, procs, 120, "prediction-wait results equal to batch")
         assert not any(k.startswith("canarywiki:") for k in store.keys(name))  # the canary changed nothing
     finally:
         client.close()

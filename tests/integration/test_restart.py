@@ -13,7 +13,7 @@ import msgspec
 from cli.stack import free_port, start_temporal
 from dsl.compiler import compile_expression
 from producers.video_sessions import generate_sessions
-from runtime_helpers import batch_timelines, produce, spawn
+from runtime_helpers import batch_timelines, produce, spawn, wait_equal
 from store import open_store
 from workflows.control import connect, node_status
 from workflows.models import TimelineSpec
@@ -50,13 +50,7 @@ def test_temporal_restart_mid_run(pulsar_server, tmp_path, wait_for, aio):
 
         expected = batch_timelines(CIR, records, "session_id", "ts")
 
-        def converged():
-            return all((r := store.result(name, k)) is not None and r.timeline == tl for k, tl in expected.items())
-
-        try:
-            wait_for(converged, timeout=180, interval=0.5, message="results equal to batch after the restart")
-        except AssertionError:
-            raise AssertionError("\n".join(f"--- {p.name}\n{p.tail()}" for p in procs))
+        wait_equal(wait_for, store, name, expected, procs, what="results equal to batch after the restart")
 
         async def applied():
             client = await connect(temporal.address)

@@ -14,7 +14,7 @@ import pytest
 
 from dsl.compiler import compile_expression
 from producers.video_sessions import generate_sessions
-from runtime_helpers import batch_timelines, produce, spawn
+from runtime_helpers import batch_timelines, produce, spawn, wait_equal
 from store import open_store
 from workflows.control import connect, node_status
 
@@ -77,27 +77,10 @@ def _records(n_sessions, seed):
 
 
 def _assert_streaming_equals_batch(rt, names, records, wait_for, timeout=180):
-    expected = {name: batch_timelines(EXPRESSIONS[name.split("-")[0]], records, "session_id", "ts")
-                for name in names}
     store = rt.store()
-
-    def converged():
-        for name in names:
-            for key, tl in expected[name].items():
-                got = store.result(name, key)
-                if got is None or got.timeline != tl:
-                    return False
-        return True
-
-    try:
-        wait_for(converged, timeout=timeout, interval=0.5, message="streaming results to equal batch results")
-    except AssertionError:
-        name = names[0]
-        bad = [k for k, tl in expected[name].items() if (store.result(name, k) or None) is None
-               or store.result(name, k).timeline != tl]
-        raise AssertionError(f"{len(bad)} keys of {name} differ, e.g. {bad[:3]}; logs:\n"
-                             + "\n".join(p.tail() for p in []))
-    return expected
+    for name in names:
+        expected = batch_timelines(EXPRESSIONS[name.split("-")[0]], records, "session_id", "ts")
+        wait_equal(wait_for, store, name, expected, rt.procs, timeout)
 
 
 def _events_applied(aio, temporal_address, spec_name, expression, shards=3):
