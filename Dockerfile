@@ -3,15 +3,11 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY dsl dsl
-COPY cli cli
 COPY workflows workflows
 COPY activities activities
 COPY feeder feeder
 COPY producers producers
-COPY store store
-COPY sources sources
-COPY catalog catalog
-COPY api api
+COPY timeline timeline
 COPY bench bench
 COPY examples examples
 RUN pip install --no-cache-dir .

@@ -19,8 +19,9 @@ from typing import Any
 import msgspec
 from temporalio import activity
 
-from store.base import ResultsStore
-from workflows.models import ResultsBatch
+from timeline.dsl.results import key_timeline_spans
+from timeline.models import ResultsBatch
+from timeline.store.base import ResultsStore
 
 log = logging.getLogger("timeline.activities")
 
@@ -38,17 +39,10 @@ def result_events(batch: ResultsBatch, now_ms: int) -> list[dict[str, Any]]:
     """A root batch as `timeline/result_change` events (the event platform's style:
     `$schema`, `meta`), one per changed or closed key."""
     events = []
-    changes = [(p.key, p.since, p.starts, p.values, p.slopes, False) for p in batch.patches]
-    changes += [(k, tl.starts[0] if tl.starts else 0, tl.starts, tl.values, tl.slopes, True)
-                for k, tl in batch.closed.items()]
-    for key, since, starts, values, slopes, closed in changes:
-        spans = []
-        for i, (start, value) in enumerate(zip(starts, values)):
-            span: dict[str, Any] = {"start": start, "end": starts[i + 1] if i + 1 < len(starts) else None,
-                                    "value": value}
-            if slopes is not None:
-                span["slope"] = None if value is None else slopes[i]
-            spans.append(span)
+    changes = [(p.key, p.since, p, False) for p in batch.patches]  # a patch has a timeline's fields
+    changes += [(k, tl.starts[0] if tl.starts else 0, tl, True) for k, tl in batch.closed.items()]
+    for key, since, timeline, closed in changes:
+        spans = msgspec.to_builtins(key_timeline_spans(timeline))
         events.append({
             "$schema": RESULT_SCHEMA,
             "meta": {"stream": RESULT_STREAM, "id": str(uuid.uuid4()), "dt": _iso(now_ms), "domain": batch.timeline,
@@ -99,7 +93,7 @@ class ResultActivities:
 
     def _schemas(self):
         if self.schemas is None:
-            from sources.eventplatform import SchemaRepository
+            from timeline.sources.eventplatform import SchemaRepository
 
             self.schemas = SchemaRepository()
         return self.schemas

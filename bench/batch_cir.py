@@ -30,12 +30,12 @@ import msgspec
 import numpy as np
 
 from bench.cir_sql import cir_duckdb, load_events
-from cli.evaluate import load_events as decode_events, run_eval
-from dsl.batch import evaluate
-from dsl.compiler import compile_expression
-from dsl.events import CodedColumn, EventFrame
-from dsl.spans import values_at
-from producers.video_sessions import STATES, VideoEvents, generate_events
+from timeline.dsl.batch import evaluate, run_eval
+from timeline.dsl.batch import load_events as decode_events
+from timeline.dsl.compiler import compile_expression
+from timeline.dsl.events import CodedColumn, EventFrame
+from timeline.dsl.spans import values_at
+from timeline.producers.video_sessions import STATES, VideoEvents, generate_events
 
 CIR = Path(__file__).resolve().parent.parent / "examples" / "cir.tl"
 

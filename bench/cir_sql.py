@@ -37,7 +37,7 @@ import re
 import duckdb
 import numpy as np
 
-from producers.video_sessions import STATES, VideoEvents
+from timeline.producers.video_sessions import STATES, VideoEvents
 
 __all__ = ["CIR_SQL", "cir_duckdb", "load_events"]
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -28,9 +27,9 @@ from pathlib import Path
 
 import msgspec
 
-from cli import stack
-from dsl.batch import root_timelines
-from producers.video_sessions import generate_sessions
+from timeline.dsl.batch import root_timelines
+from timeline.producers.video_sessions import generate_sessions
+from timeline.runtime import stack
 
 ROOT = Path(__file__).resolve().parent.parent
 CIR = (ROOT / "examples" / "cir.tl").read_text()
@@ -49,7 +48,7 @@ class Stack:
 
     def spawn(self, name: str, argv: list[str]):
         log = self.state / "logs" / f"{name}.log"
-        proc, _ = stack._launch(name, [sys.executable, "-m", "cli.main", *argv, *self.ep], log, ROOT)
+        proc, _ = stack._launch(name, [sys.executable, "-m", "timeline.cli.main", *argv, *self.ep], log, ROOT)
         self.procs.append(proc)
         return proc
 
@@ -63,7 +62,7 @@ class Stack:
     def register(self, name: str, topic: str, shards: int):
         import subprocess
 
-        out = subprocess.run([sys.executable, "-m", "cli.main", "register", name, CIR, "--topic", topic, "--key",
+        out = subprocess.run([sys.executable, "-m", "timeline.cli.main", "register", name, CIR, "--topic", topic, "--key",
                               "session_id", "--time", "ts", "--shards", str(shards), "--idle-timeout", "1h",
                               "--temporal", self.temporal.address, "--store", self.store_url],
                              capture_output=True, text=True, cwd=ROOT)
@@ -93,11 +92,10 @@ def records_for(sessions: int, seed: int, prefix: str, start_ms: int) -> list[di
 
 def send(pulsar_url: str, topic: str, records: list[dict], rate: float = 0.0) -> dict[str, float]:
     """Produce records (at `rate` events/s, 0 = at once); returns each session's last send time."""
-    import pulsar
+    from timeline.runtime.pulsar import create_producer, open_client
 
-    client = pulsar.Client(pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-    producer = client.create_producer(topic, batching_enabled=True, block_if_queue_full=True,
-                                      batching_max_publish_delay_ms=5)
+    client = open_client(pulsar_url)
+    producer = create_producer(client, topic, batching_max_publish_delay_ms=5)
     enc = msgspec.json.Encoder()
     last_sent: dict[str, float] = {}
     start = time.monotonic()
@@ -117,7 +115,7 @@ def send(pulsar_url: str, topic: str, records: list[dict], rate: float = 0.0) ->
 
 def wait_final(store_url: str, timeline: str, expected: dict, timeout: float) -> dict[str, float]:
     """Poll the store until every key's timeline equals the expected one; returns when each became final."""
-    from store import open_store
+    from timeline.store import open_store
 
     store = open_store(store_url)
     final: dict[str, float] = {}
@@ -134,7 +132,7 @@ def wait_final(store_url: str, timeline: str, expected: dict, timeout: float) ->
 
 
 async def history_events(address: str, timeline: str) -> int:
-    from workflows.control import connect
+    from timeline.runtime.control import connect
 
     client = await connect(address)
     total = 0

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dsl.errors import SourceSpan
+from timeline.dsl.errors import SourceSpan
 
 
 class Kind(str, Enum):

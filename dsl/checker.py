@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dsl import ast as A
-from dsl.ast import Kind
-from dsl.errors import DslTypeError, DurationError
+from timeline.dsl import ast as A
+from timeline.dsl.ast import Kind
+from timeline.dsl.errors import DslTypeError, DurationError
 
 ORDERING = ("<", "<=", ">", ">=")
 

@@ -8,15 +8,17 @@ sub-expression always gets the same id and is computed once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from dsl import ast as A
-from dsl.ast import Kind
-from dsl.checker import Checked, typecheck
-from dsl.parser import parse
+from timeline.dsl import ast as A
+from timeline.dsl.ast import Kind
+from timeline.dsl.checker import Checked, typecheck
+from timeline.dsl.parser import parse
 
 LEAF_OPERATORS = (A.LatestEventToState, A.HasExisted, A.HasExistedWithin)
 DERIVED_OPERATORS = (A.Compare, A.And, A.Or, A.Not, A.DurationWhere, A.DurationInCurState)
@@ -66,6 +68,39 @@ class Plan(BaseModel):
         if self.aggregation is not None:
             seen[self.aggregation.group_by.path] = None
         return list(seen)
+
+    def walk(self) -> Iterator[tuple[PlanNode, int, bool]]:
+        """The tree from the root down, depth first: (node, depth, seen before). A shared node is
+        yielded at each place it is read; below its first place only (the one plan walk)."""
+        seen: set[str] = set()
+        stack: list[tuple[str, int]] = [(self.root, 0)]
+        while stack:
+            nid, depth = stack.pop()
+            node = self.nodes[nid]
+            again = nid in seen
+            yield node, depth, again
+            if not again:
+                seen.add(nid)
+                stack.extend((c, depth + 1) for c in reversed(node.children))
+
+    def depths(self) -> dict[str, int]:
+        """Each node's longest distance from the root (parents before children when sorted)."""
+        depth: dict[str, int] = {self.root: 0}
+        for node in reversed(list(self.nodes.values())):  # parents come after children in `nodes`
+            for c in node.children:
+                depth[c] = max(depth.get(c, 0), depth.get(node.id, 0) + 1)
+        return depth
+
+    def closure(self, wanted: set[str]) -> set[str]:
+        """`wanted` and every node they read, transitively."""
+        out: set[str] = set()
+        stack = list(wanted)
+        while stack:
+            n = stack.pop()
+            if n not in out:
+                out.add(n)
+                stack.extend(self.nodes[n].children)
+        return out
 
     def parents(self, node_id: str) -> list[str]:
         return [n.id for n in self.nodes.values() if node_id in n.children]
@@ -122,3 +157,10 @@ def compile_expression(source: str) -> Plan:
     """Parse, type-check and compile an expression. Raises a DslError on mistakes."""
     query = parse(source)
     return build_plan(typecheck(query, source), source)
+
+
+@functools.lru_cache(maxsize=512)
+def plan_for(source: str) -> Plan:
+    """`compile_expression`, once per expression text: plans are immutable, so a registration's
+    plan is shared by everything in the process that serves it (feeder, API, workflows)."""
+    return compile_expression(source)

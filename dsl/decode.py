@@ -8,7 +8,6 @@ problem is redone line by line so each bad line gets its number and reason.
 from __future__ import annotations
 
 import gc
-
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Iterable, Sequence, Union
@@ -16,8 +15,15 @@ from typing import Any, Iterable, Sequence, Union
 import msgspec
 import numpy as np
 
-from dsl.errors import EventError
-from dsl.events import CodedColumn, EventFrame, ValueEncoder, get_path, parse_key, parse_time
+from timeline.dsl.errors import EventError
+from timeline.dsl.events import (
+    CodedColumn,
+    EventFrame,
+    ValueEncoder,
+    get_path,
+    parse_key,
+    parse_time,
+)
 
 CHUNK_BYTES = 4 << 20
 

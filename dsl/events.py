@@ -16,9 +16,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from dsl import ast as A
-from dsl.errors import EventError
-from dsl.spans import FALSE, TRUE, UNKNOWN, Frame, sort_order
+from timeline.dsl import ast as A
+from timeline.dsl.errors import EventError
+from timeline.dsl.spans import FALSE, TRUE, UNKNOWN, Frame, sort_order
 
 MISSING = object()
 
@@ -246,6 +246,6 @@ def event_key(event: Any, key_paths: Sequence[tuple[str, ...]]) -> str:
 def split_path(path: str) -> tuple[str, ...]:
     parts = tuple(path.split("."))
     if not path or any(not p for p in parts):
-        from dsl.errors import UsageError
+        from timeline.dsl.errors import UsageError
         raise UsageError(f"bad field path {path!r}: use names joined by dots, like page.page_id")
     return parts

@@ -19,21 +19,27 @@ process; the durable runtime runs each step in its own workflow.
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from dsl import ast as A
-from dsl.compiler import Plan, PlanNode
-from dsl.events import CodedColumn, EventFrame, ValueEncoder, same_value
-from dsl.operators import derived_handler, leaf_handler
-from dsl.spans import (
-    TRUE, UNKNOWN, BoolSpans, Frame, NumericSpans, SpanSet, StateSpans, key_offsets,
+from timeline.dsl import ast as A
+from timeline.dsl.ast import Kind
+from timeline.dsl.compiler import Plan, PlanNode
+from timeline.dsl.events import EventFrame, ValueEncoder, same_value
+from timeline.dsl.operators import derived_handler, leaf_handler
+from timeline.dsl.spans import (
+    TRUE,
+    UNKNOWN,
+    BoolSpans,
+    Frame,
+    NumericSpans,
+    SpanSet,
+    StateSpans,
+    key_offsets,
 )
-from dsl.ast import Kind
 
 
 class EventBatch(BaseModel):

@@ -12,11 +12,25 @@ from typing import Callable
 
 import numpy as np
 
-from dsl import ast as A
-from dsl.events import EventFrame, compare_values, evaluate_predicate
-from dsl.spans import (
-    FALSE, TRUE, UNKNOWN, BoolSpans, Frame, NumericSpans, SpanSet, StateSpans, align, assemble,
-    canonical_bool, canonical_numeric, canonical_state, first_of_key, next_start, origin_part,
+from timeline.dsl import ast as A
+from timeline.dsl.events import EventFrame, compare_values, evaluate_predicate
+from timeline.dsl.spans import (
+    FALSE,
+    TRUE,
+    UNKNOWN,
+    BoolSpans,
+    Frame,
+    NumericSpans,
+    SpanSet,
+    StateSpans,
+    align,
+    assemble,
+    canonical_bool,
+    canonical_numeric,
+    canonical_state,
+    first_of_key,
+    next_start,
+    origin_part,
 )
 
 # --- leaves: events -> timeline ------------------------------------------------

@@ -9,15 +9,41 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from typing import Callable
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 
-from dsl import ast as A
-from dsl.errors import ArityError, DslError, DslSyntaxError, DurationError, SourceSpan, UnknownOperatorError
+from timeline.dsl import ast as A
+from timeline.dsl.errors import (
+    ArityError,
+    DslError,
+    DslSyntaxError,
+    SourceSpan,
+    UnknownOperatorError,
+)
 
 DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION_TEXT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)?$")
+
+
+def parse_duration_ms(text: str) -> tuple[float, str]:
+    """`500ms`, `5s`, `10m`, `1h`, `1d`, or a bare number of seconds: (milliseconds, unit).
+
+    The one duration reader: the grammar's DURATION tokens and the command-line
+    options (`--idle-timeout 30m`) both come here. ValueError for anything else."""
+    m = _DURATION_TEXT.match(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not a duration: use 500ms, 90s, 30m, 1h, 1d or a number of seconds")
+    amount, unit = m.group(1), m.group(2) or "s"
+    return float(amount) * DURATION_UNITS_MS[unit], unit
 
 # Friendly names for Lark terminals, used in "expected ..." lists.
 TERMINAL_NAMES = {
@@ -148,10 +174,8 @@ class _ToAst(Transformer):
 
     def duration(self, children):
         tok: Token = children[0]
-        text = str(tok)
-        unit = "ms" if text.endswith("ms") else text[-1]
-        amount = float(text[: -len(unit)])
-        return A.Duration(ms=amount * DURATION_UNITS_MS[unit], unit=unit, at=_span_of(tok))
+        ms, unit = parse_duration_ms(str(tok))
+        return A.Duration(ms=ms, unit=unit, at=_span_of(tok))
 
     def true(self, children):
         return A.Literal(value=True, at=_span_of(children[0]))

@@ -13,11 +13,19 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
-from dsl.ast import Aggregation
-from dsl.spans import Frame, NumericSpans, SpanSet, key_offsets, next_start, numbers_to_python, values_at
+from timeline.dsl.ast import Aggregation
+from timeline.dsl.spans import (
+    Frame,
+    NumericSpans,
+    SpanSet,
+    key_offsets,
+    next_start,
+    numbers_to_python,
+    values_at,
+)
 
 if TYPE_CHECKING:
-    from dsl.incremental import KeyTimeline
+    from timeline.dsl.incremental import KeyTimeline
 
 
 class Span(msgspec.Struct, array_like=False, gc=False):

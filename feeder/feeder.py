@@ -22,13 +22,20 @@ from typing import Any
 
 import msgspec
 
-from dsl.compiler import Plan, compile_expression
-from dsl.errors import EventError
-from dsl.events import MISSING, event_key, get_path, parse_time, split_key_paths, split_path
-from dsl.incremental import EventBatch
-from store.base import ResultsStore
-from workflows.control import send_batch
-from workflows.models import EventBatchSignal, TimelineSpec, shard_of
+from timeline.dsl.compiler import Plan
+from timeline.dsl.errors import EventError
+from timeline.dsl.events import (
+    MISSING,
+    event_key,
+    get_path,
+    parse_time,
+    split_key_paths,
+    split_path,
+)
+from timeline.dsl.incremental import EventBatch
+from timeline.models import EventBatchSignal, TimelineSpec, shard_of
+from timeline.runtime.control import send_batch
+from timeline.store.base import ResultsStore
 
 log = logging.getLogger("timeline.feeder")
 
@@ -117,7 +124,7 @@ class Feeder:
         routes = []
         for spec in self.store.list():
             mine = [s for s in spec.sources if s.topic == self.settings.topic]
-            plan = compile_expression(spec.expression) if mine else None
+            plan = spec.plan if mine else None
             for source in mine:
                 routes.append(_Route(spec, plan, split_key_paths(source.key_path), split_path(source.time_path),
                                      source.time_path, plan.columns(), source.schema_title))
@@ -204,7 +211,7 @@ class Feeder:
 
     def _schema_problem(self, event: dict, title: str) -> str | None:
         """None for a valid event of the schema; "canary"; or why it is rejected (EventGate's words)."""
-        from sources.eventplatform import is_canary, parse_schema_uri, validate
+        from timeline.sources.eventplatform import is_canary, parse_schema_uri, validate
 
         if is_canary(event):
             return "canary"

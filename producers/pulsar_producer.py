@@ -18,7 +18,6 @@ exit when a client is left to the garbage collector.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +26,14 @@ from typing import Any
 
 import msgspec
 
-from dsl.errors import TimelineError
+from timeline.runtime.pulsar import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    ProduceError,
+    PulsarUnavailable,
+    create_producer,
+    open_client,
+)
+from timeline.runtime.pulsar import describe as _describe
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
@@ -45,7 +51,6 @@ __all__ = [
 ]
 
 DEFAULT_TOPIC = "video-events"
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
 PROGRESS_INTERVAL_S = 0.1
 # Sleeping for less than this costs more than it paces: the schedule catches up.
 _MIN_SLEEP_S = 0.0005
@@ -58,14 +63,6 @@ _BATCH_DELAY_MS = 10
 ProgressCallback = Callable[[int, int, float], None]
 
 
-class PulsarUnavailable(TimelineError):
-    """Pulsar cannot be reached, or refuses the producer."""
-
-    def __init__(self, message: str, reason: str = "", unreachable: bool = False):
-        self.reason = reason or message
-        self.unreachable = unreachable  # no broker answered (as opposed to a refusal)
-        super().__init__(message)
-
 
 @dataclass(frozen=True, slots=True)
 class TopicRecord:
@@ -75,9 +72,6 @@ class TopicRecord:
     key: str | None
     value: dict[str, Any]
 
-
-class ProduceError(TimelineError):
-    """Pulsar did not accept some of the events that were sent."""
 
 
 @dataclass(frozen=True)
@@ -117,33 +111,6 @@ def due_time(i: int, rate: float) -> float:
         return 0.0
     return i / rate
 
-
-def open_client(url: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, verbose: bool = False):
-    """A `pulsar.Client` for `url` whose lookups and producer creation give up after `timeout_s`.
-
-    The client connects lazily: an unreachable broker shows up when the producer
-    is created. Close the client explicitly when done.
-
-    The C++ client's own log is discarded unless `verbose` (then: info and up on
-    stderr): every failure that matters here is reported by `produce_sessions`,
-    and against a missing broker it would print a line per connection retry
-    before the actual error message. It is deliberately not routed through a
-    Python `logging.Logger`: with one, about one process exit in three aborted
-    ("terminate called without an active exception", SIGABRT) in our runs,
-    even with the producer and the client closed.
-    """
-    import pulsar
-
-    if verbose:
-        logger = pulsar.ConsoleLogger(pulsar.LoggerLevel.Info)
-    else:
-        logger = pulsar.FileLogger(pulsar.LoggerLevel.Error, os.devnull)
-    try:
-        return pulsar.Client(url, operation_timeout_seconds=max(1, round(timeout_s)),
-                             connection_timeout_ms=max(100, int(timeout_s * 1000 / 2)), logger=logger)
-    except Exception as exc:  # ValueError for a malformed URL, PulsarException otherwise
-        raise PulsarUnavailable(f"{url!r} is not a usable Pulsar service URL ({exc}); pass --pulsar "
-                                "pulsar://HOST:PORT", str(exc)) from None
 
 
 def produce_sessions(
@@ -264,20 +231,8 @@ def produce_sessions(
 
 
 def _create_producer(client, topic: str):
-    import pulsar
-
-    try:
-        return client.create_producer(
-            topic,
-            batching_enabled=True,
-            batching_max_messages=_BATCH_MAX_MESSAGES,
-            batching_max_publish_delay_ms=_BATCH_DELAY_MS,
-            max_pending_messages=_MAX_PENDING,
-            block_if_queue_full=True,
-        )
-    except pulsar.PulsarException as exc:
-        raise PulsarUnavailable(f"cannot create a producer on topic {topic}: {_describe(exc)}", _describe(exc),
-                                unreachable=isinstance(exc, (pulsar.Timeout, pulsar.ConnectError))) from None
+    return create_producer(client, topic, batching_max_messages=_BATCH_MAX_MESSAGES,
+                           batching_max_publish_delay_ms=_BATCH_DELAY_MS, max_pending_messages=_MAX_PENDING)
 
 
 def _close_quietly(producer) -> None:
@@ -296,11 +251,6 @@ def _wait_for_receipts(settled: Callable[[], bool], timeout: float = 5.0) -> Non
     while not settled() and time.monotonic() < deadline:
         time.sleep(0.001)
 
-
-def _describe(exc: BaseException) -> str:
-    name = type(exc).__name__
-    text = str(exc).removeprefix("Pulsar error: ")
-    return f"{name}: {text}" if text and text.lower() != name.lower() else name
 
 
 # --- progress -----------------------------------------------------------------------------

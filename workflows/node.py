@@ -17,10 +17,21 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from dsl.compiler import Plan, compile_expression
-    from dsl.incremental import DerivedStep, EventBatch, KeyTimeline, LeafStep, SpanPatch
-    from workflows.models import (
-        EventBatchSignal, KeyAnswer, NodeInput, NodeStatus, PatchSignal, ResultsBatch, node_workflow_id,
+    from timeline.dsl.incremental import (
+        DerivedStep,
+        EventBatch,
+        KeyTimeline,
+        LeafStep,
+        SpanPatch,
+    )
+    from timeline.models import (
+        EventBatchSignal,
+        KeyAnswer,
+        NodeInput,
+        NodeStatus,
+        PatchSignal,
+        ResultsBatch,
+        node_workflow_id,
     )
 
 STATE_WARN_BYTES = 1_000_000  # Temporal's payload limit is 2 MB
@@ -100,7 +111,7 @@ class TimelineNodeWorkflow:
     @workflow.run
     async def run(self, inp: NodeInput) -> None:
         self.input = inp
-        plan = compile_expression(inp.spec.expression)  # pure and deterministic
+        plan = inp.spec.plan  # compiled once per run: pure and deterministic
         self.plan = plan
         node = plan.nodes[inp.node_id]
         self.node = node

@@ -7,19 +7,23 @@ import concurrent.futures
 import logging
 
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import (
+    SandboxedWorkflowRunner,
+    SandboxRestrictions,
+)
 
-from activities.results import ResultActivities
-from store import open_store
-from workflows.control import connect
-from workflows.models import TASK_QUEUE
-from workflows.node import TimelineNodeWorkflow
+from timeline.activities.results import ResultActivities
+from timeline.models import TASK_QUEUE
+from timeline.runtime.control import connect
+from timeline.runtime.pulsar import open_client
+from timeline.store import open_store
+from timeline.workflows.node import TimelineNodeWorkflow
 
 log = logging.getLogger("timeline.worker")
 
 # The pure algebra and its libraries are deterministic: import them once,
 # outside the sandbox (numpy in particular cannot be re-imported inside it).
-PASSTHROUGH = ("numpy", "lark", "msgspec", "pydantic", "dsl", "workflows.models")
+PASSTHROUGH = ("numpy", "lark", "msgspec", "pydantic", "timeline.dsl", "timeline.models")
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -32,9 +36,7 @@ async def run_worker(temporal: str, store_url: str, pulsar_url: str | None, task
     store = open_store(store_url)
     pulsar_client = None
     if pulsar_url:
-        import pulsar
-
-        pulsar_client = pulsar.Client(pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+        pulsar_client = open_client(pulsar_url)
     activities = ResultActivities(store, pulsar_client)
     stop = stop or asyncio.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:

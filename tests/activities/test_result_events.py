@@ -1,11 +1,11 @@
 """Results as events: every change a root publishes is a `timeline/result_change`
 event that validates against the project's own schema."""
 
-from activities.results import RESULT_SCHEMA, result_events
-from dsl.compiler import compile_expression
-from dsl.incremental import EventBatch, IncrementalEvaluator, KeyTimeline
-from sources.eventplatform import SchemaRepository
-from workflows.models import ResultsBatch
+from timeline.activities.results import RESULT_SCHEMA, result_events
+from timeline.dsl.compiler import compile_expression
+from timeline.dsl.incremental import EventBatch, IncrementalEvaluator, KeyTimeline
+from timeline.models import ResultsBatch
+from timeline.sources.eventplatform import SchemaRepository
 
 
 def _batch() -> ResultsBatch:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.cir_sql import cir_duckdb, load_events
-from producers.video_sessions import STATES, VideoEvents, generate_sessions
+from timeline.producers.video_sessions import STATES, VideoEvents, generate_sessions
 
 
 def cir_reference(events: VideoEvents, seek_window_ms: int = 5000) -> dict[int, int]:

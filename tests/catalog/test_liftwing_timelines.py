@@ -11,11 +11,11 @@ from pathlib import Path
 
 import msgspec
 
-from catalog import ARTICLE_COUNTRY, CATALOG, PAGE_CHANGE
-from cli.evaluate import run_eval
-from dsl.compiler import compile_expression
-from dsl.decode import decode_jsonl
-from dsl.events import split_key_paths, split_path
+from timeline.catalog import ARTICLE_COUNTRY, CATALOG, PAGE_CHANGE
+from timeline.dsl.batch import run_eval
+from timeline.dsl.compiler import compile_expression
+from timeline.dsl.decode import decode_jsonl
+from timeline.dsl.events import split_key_paths, split_path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "sources" / "wikimedia" / "examples"  # the project's copy
 T0 = 1_738_934_940_000  # 2025-02-07T13:29:00Z

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
+from timeline.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 CIR = f"@{ROOT / 'examples' / 'cir.tl'}"
@@ -98,6 +98,6 @@ def test_plan_prints_the_tree(capsys):
 
 
 def test_console_script_runs_without_traceback():
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "plan", "has_existed("], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "timeline.cli.main", "plan", "has_existed("], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "ends too early" in proc.stderr and "Traceback" not in proc.stderr

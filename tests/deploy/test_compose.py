@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from cli.main import build_parser
+from timeline.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -25,7 +25,7 @@ def test_third_party_services_use_official_images():
 
 
 def test_timeline_settings_are_the_ones_the_code_reads():
-    read = set(re.findall(r'"(TIMELINE_[A-Z]+)"', (ROOT / "cli" / "settings.py").read_text()))
+    read = set(re.findall(r'"(TIMELINE_[A-Z]+)"', (ROOT / "timeline" / "runtime" / "settings.py").read_text()))
     for name, svc in _timeline_services().items():
         assert set(svc["environment"]) <= read, (name, set(svc["environment"]) - read)
         assert {"TIMELINE_TEMPORAL", "TIMELINE_PULSAR", "TIMELINE_STORE"} <= set(svc["environment"])

@@ -1,9 +1,9 @@
 import msgspec
 import pytest
 
-from cli.evaluate import run_eval
-from dsl.compiler import compile_expression
-from dsl.decode import decode_jsonl
+from timeline.dsl.batch import run_eval
+from timeline.dsl.compiler import compile_expression
+from timeline.dsl.decode import decode_jsonl
 
 
 def run_timeline(expr: str, events: list[dict], *, key="k", time="t", at=None, frm=None, to=None):

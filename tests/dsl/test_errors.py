@@ -3,8 +3,15 @@ caret, and what was expected; never a Python traceback."""
 
 import pytest
 
-from dsl.compiler import compile_expression
-from dsl.errors import ArityError, DslSyntaxError, DslTypeError, DurationError, TimelineError, UnknownOperatorError
+from timeline.dsl.compiler import compile_expression
+from timeline.dsl.errors import (
+    ArityError,
+    DslSyntaxError,
+    DslTypeError,
+    DurationError,
+    TimelineError,
+    UnknownOperatorError,
+)
 
 
 def error_of(source):

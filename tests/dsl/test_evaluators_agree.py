@@ -7,15 +7,15 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from dsl import ast as A
-from dsl.batch import evaluate
-from dsl.checker import typecheck
-from dsl.compiler import compile_expression
-from dsl.events import EventFrame, encode_column
-from dsl.incremental import EventBatch, IncrementalEvaluator, from_span_set
-from dsl.parser import parse
 from timeline_reference import Reference
+
+from timeline.dsl import ast as A
+from timeline.dsl.batch import evaluate
+from timeline.dsl.checker import typecheck
+from timeline.dsl.compiler import compile_expression
+from timeline.dsl.events import EventFrame, encode_column
+from timeline.dsl.incremental import EventBatch, IncrementalEvaluator, from_span_set
+from timeline.dsl.parser import parse
 
 KEYS = ["a", "b", "c"]
 FIELDS = ["s", "n", "f"]
@@ -162,7 +162,12 @@ def test_spec_cir_example_matches_reference():
 def test_snapshot_restore_between_batches_changes_nothing(source, events, cuts):
     """Continue-as-new carries a step's snapshot as JSON: a restored step must
     go on exactly as the original would have."""
-    from dsl.incremental import DerivedSnapshot, DerivedStep, LeafSnapshot, LeafStep
+    from timeline.dsl.incremental import (
+        DerivedSnapshot,
+        DerivedStep,
+        LeafSnapshot,
+        LeafStep,
+    )
 
     plan = compile_expression(source)
     evaluator = IncrementalEvaluator(plan)

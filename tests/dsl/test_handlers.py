@@ -1,7 +1,7 @@
 """Every operator class the compiler can emit has a handler in the algebra."""
 
-from dsl.compiler import DERIVED_OPERATORS, LEAF_OPERATORS
-from dsl.operators import DERIVED_HANDLERS, LEAF_HANDLERS
+from timeline.dsl.compiler import DERIVED_OPERATORS, LEAF_OPERATORS
+from timeline.dsl.operators import DERIVED_HANDLERS, LEAF_HANDLERS
 
 
 def test_every_plan_operator_has_a_handler():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dsl import ast as A
+from timeline.dsl import ast as A
 
 
 def _kind(v: Any) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from cli.stack import ServerProcess, start_pulsar, start_temporal
+from timeline.runtime.stack import ServerProcess, start_pulsar, start_temporal
 
 
 def wait_for(

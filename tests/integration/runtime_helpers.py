@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsl.batch import root_timelines
-from dsl.incremental import KeyTimeline
+from timeline.dsl.batch import root_timelines
+from timeline.dsl.incremental import KeyTimeline
 
 
 @dataclass
@@ -47,7 +47,7 @@ def spawn(name: str, argv: list[str], logs: Path) -> Proc:
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
     out = open(log, "ab")
-    popen = subprocess.Popen([sys.executable, "-m", "cli.main", *argv], stdout=out, stderr=subprocess.STDOUT,
+    popen = subprocess.Popen([sys.executable, "-m", "timeline.cli.main", *argv], stdout=out, stderr=subprocess.STDOUT,
                              start_new_session=True, cwd=Path(__file__).resolve().parents[2])
     return Proc(name, popen, log)
 

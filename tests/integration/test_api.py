@@ -18,20 +18,20 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-
-from api.app import create_app
-from cli.evaluate import run_eval
-from cli.settings import Endpoints
-from cli.stack import free_port
-from dsl.compiler import compile_expression
-from dsl.decode import decode_jsonl
-from dsl.events import field_value, parse_time, split_path
-from dsl.incremental import EventBatch
-from producers.video_sessions import generate_sessions
 from runtime_helpers import spawn
-from store import open_store
-from workflows.control import connect, send_batch
-from workflows.models import EventBatchSignal, TimelineSpec, shard_of
+
+from timeline.api.app import create_app
+from timeline.dsl.batch import run_eval
+from timeline.dsl.compiler import compile_expression
+from timeline.dsl.decode import decode_jsonl
+from timeline.dsl.events import field_value, parse_time, split_path
+from timeline.dsl.incremental import EventBatch
+from timeline.models import EventBatchSignal, TimelineSpec, shard_of
+from timeline.producers.video_sessions import generate_sessions
+from timeline.runtime.control import connect, send_batch
+from timeline.runtime.settings import Endpoints
+from timeline.runtime.stack import free_port
+from timeline.store import open_store
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's notice about httpx; TestClient works the same
@@ -252,7 +252,7 @@ def test_unknown_names_and_bad_times(env, cir):
         r = c.request(method, path)
         assert r.status_code == 404 and "no timeline named 'nope'" in r.json()["error"], path
     r = c.get(f"/timelines/{name}/keys/no-such-key")
-    assert r.status_code == 404 and f"has no key 'no-such-key'" in r.json()["error"]
+    assert r.status_code == 404 and "has no key 'no-such-key'" in r.json()["error"]
     assert c.get(f"/timelines/{name}/keys/no-such-key/tree").status_code == 404
     r = c.get(f"/timelines/{name}/keys/a/b%2Fc")  # a key may hold '/'
     assert r.status_code == 404 and "has no key 'a/b/c'" in r.json()["error"]
@@ -314,7 +314,7 @@ def test_temporal_unreachable_is_503(tmp_path):
 def test_api_command_serves_and_stops_cleanly(sig, tmp_path, temporal_server, wait_for):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "--port", str(port), "--temporal", temporal_server.address,
+        [sys.executable, "-m", "timeline.cli.api", "--port", str(port), "--temporal", temporal_server.address,
          "--store", f"sqlite:///{tmp_path / 'results.db'}", "--no-access-log"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -9,13 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli.stack import free_port
+from timeline.runtime.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def timeline(*argv, timeout=240):
-    return subprocess.run([sys.executable, "-m", "cli.main", *argv], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "timeline.cli.main", *argv], capture_output=True, text=True, cwd=ROOT,
                           timeout=timeout)
 
 

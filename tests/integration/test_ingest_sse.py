@@ -17,11 +17,11 @@ from pathlib import Path
 import pulsar
 import pytest
 
-from producers.pulsar_producer import PulsarUnavailable, open_client
-from sources.cli import add_parsers
-from sources.eventplatform import STREAMS, event_time_ms, page_key, topic_for
-from sources.ingest import DEAD_LETTER_TOPIC, ingest_sse
-from sources.sse import parse_sse
+from timeline.cli.ingest import add_parsers
+from timeline.producers.pulsar_producer import PulsarUnavailable, open_client
+from timeline.sources.eventplatform import STREAMS, event_time_ms, page_key, topic_for
+from timeline.sources.ingest import DEAD_LETTER_TOPIC, ingest_sse
+from timeline.sources.sse import parse_sse
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "eventstreams_page_change.sse"
 PAGE_CHANGE = topic_for("mediawiki.page_change.v1")

@@ -9,17 +9,17 @@ import re
 import msgspec
 import pulsar
 import pytest
+from runtime_helpers import TopicReader
 
-from producers.cli import main
-from producers.liftwing import (
+from timeline.cli.producer import main
+from timeline.producers.liftwing import (
     ERROR_STREAM,
     PAGE_CHANGE_STREAM,
     PREDICTION_STREAM,
     WEIGHTED_TAGS_STREAM,
     simulate_lifecycle,
 )
-from runtime_helpers import TopicReader
-from sources.eventplatform import STREAMS
+from timeline.sources.eventplatform import STREAMS
 
 START = 1_795_564_800_000
 STREAM_NAMES = (PAGE_CHANGE_STREAM, PREDICTION_STREAM, WEIGHTED_TAGS_STREAM, ERROR_STREAM)

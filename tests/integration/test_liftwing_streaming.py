@@ -14,11 +14,11 @@ from pathlib import Path
 
 import msgspec
 import pulsar
-
-from catalog import ARTICLE_COUNTRY, CATALOG, PAGE_CHANGE
-from producers.liftwing import simulate_lifecycle
 from runtime_helpers import batch_timelines, produce, spawn, wait_equal
-from store import open_store
+
+from timeline.catalog import ARTICLE_COUNTRY, CATALOG, PAGE_CHANGE
+from timeline.producers.liftwing import simulate_lifecycle
+from timeline.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ def test_prediction_wait_streams_equal_batch(temporal_server, pulsar_server, tmp
     procs = [spawn("worker", ["worker", *ep], tmp_path / "logs")]
     client = pulsar.Client(pulsar_server.address, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     try:
-        reg = subprocess.run([sys.executable, "-m", "cli.main", "register", name, "--builtin", "prediction-wait",
+        reg = subprocess.run([sys.executable, "-m", "timeline.cli.main", "register", name, "--builtin", "prediction-wait",
                               "--topic-prefix", prefix, "--shards", "2", *ep], capture_output=True, text=True,
                              cwd=ROOT, timeout=60)
         assert reg.returncode == 0, reg.stderr

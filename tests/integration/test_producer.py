@@ -15,18 +15,24 @@ from pathlib import Path
 import msgspec
 import pulsar
 import pytest
+from runtime_helpers import TopicReader
 
-from dsl.errors import UsageError
-from producers.cli import SCENARIOS, add_producer_options, main, producer_command, video_scenario
-from producers.pulsar_producer import (
+from timeline.cli.producer import (
+    SCENARIOS,
+    add_producer_options,
+    main,
+    producer_command,
+    video_scenario,
+)
+from timeline.dsl.errors import UsageError
+from timeline.producers.pulsar_producer import (
     ProgressBar,
     due_time,
     open_client,
     produce_sessions,
     render_progress,
 )
-from producers.video_sessions import generate_sessions
-from runtime_helpers import TopicReader
+from timeline.producers.video_sessions import generate_sessions
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(
@@ -152,7 +158,7 @@ def test_ctrl_c_flushes_what_was_sent_and_exits_130(pulsar_server, reader_for):
     topic = _topic()
     reader = reader_for(topic)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producers.cli", "--topic", topic, "--sessions", "200", "--rate", "200",
+        [sys.executable, "-m", "timeline.cli.producer", "--topic", topic, "--sessions", "200", "--rate", "200",
          "--pulsar", pulsar_server.address, "--no-progress"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -206,7 +212,7 @@ def test_bad_values_in_a_namespace_built_by_code_are_user_errors(capsys):
 
 def test_unreachable_pulsar_exits_2_naming_the_url():
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "producers.cli", "--pulsar", "pulsar://127.0.0.1:1",
+    proc = subprocess.run([sys.executable, "-m", "timeline.cli.producer", "--pulsar", "pulsar://127.0.0.1:1",
                            "--sessions", "3"], cwd=ROOT, capture_output=True, text=True, timeout=45)
     assert proc.returncode == 2, proc.stderr
     assert "cannot reach Pulsar at pulsar://127.0.0.1:1" in proc.stderr

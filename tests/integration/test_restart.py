@@ -9,14 +9,14 @@ import uuid
 from pathlib import Path
 
 import msgspec
-
-from cli.stack import free_port, start_temporal
-from dsl.compiler import compile_expression
-from producers.video_sessions import generate_sessions
 from runtime_helpers import batch_timelines, produce, spawn, wait_equal
-from store import open_store
-from workflows.control import connect, node_status
-from workflows.models import TimelineSpec
+
+from timeline.dsl.compiler import compile_expression
+from timeline.models import TimelineSpec
+from timeline.producers.video_sessions import generate_sessions
+from timeline.runtime.control import connect, node_status
+from timeline.runtime.stack import free_port, start_temporal
+from timeline.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 CIR = (ROOT / "examples" / "cir.tl").read_text()
@@ -32,7 +32,7 @@ def test_temporal_restart_mid_run(pulsar_server, tmp_path, wait_for, aio):
     procs = []
     try:
         procs.append(spawn("worker", ["worker", *ep], tmp_path / "logs"))
-        reg = subprocess.run([sys.executable, "-m", "cli.main", "register", name, CIR, "--topic", topic, "--key",
+        reg = subprocess.run([sys.executable, "-m", "timeline.cli.main", "register", name, CIR, "--topic", topic, "--key",
                               "session_id", "--time", "ts", "--shards", "2", "--temporal", temporal.address,
                               "--store", store_url], capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert reg.returncode == 0, reg.stderr

@@ -11,9 +11,9 @@ import uuid
 from pathlib import Path
 
 import pulsar
-
 from runtime_helpers import produce, spawn
-from store import open_store
+
+from timeline.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "tests" / "sources" / "wikimedia" / "examples"
@@ -37,7 +37,7 @@ def test_schema_examples_through_the_feeder(temporal_server, pulsar_server, tmp_
     client = pulsar.Client(pulsar_server.address, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     try:
         reg = subprocess.run(
-            [sys.executable, "-m", "cli.main", "register", name, expr,
+            [sys.executable, "-m", "timeline.cli.main", "register", name, expr,
              "--topic", topics["change"], "--key", "wiki_id,page.page_id", "--time", "meta.dt",
              "--schema", "mediawiki/page/change",
              "--source", topics["prediction"], "wiki_id,page.page_id", "meta.dt",

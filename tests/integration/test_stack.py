@@ -24,7 +24,13 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client, WorkflowExecutionStatus
     from temporalio.worker import Worker
 
-    from cli.stack import ServerProcess, StackError, port_in_use, start_pulsar, start_temporal
+    from timeline.runtime.stack import (
+        ServerProcess,
+        StackError,
+        port_in_use,
+        start_pulsar,
+        start_temporal,
+    )
 
 
 @workflow.defn
@@ -245,7 +251,7 @@ def test_die_with_parent_stops_the_server_when_its_starter_is_killed(
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from cli.stack import start_pulsar\n"
+        "from timeline.runtime.stack import start_pulsar\n"
         f"server = start_pulsar(Path({str(tmp_path)!r}), die_with_parent=True)\n"
         "print(server.pid, flush=True)\n"
         "time.sleep(600)\n"

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
-from dsl.compiler import compile_expression
-from producers.video_sessions import generate_sessions
 from runtime_helpers import batch_timelines, produce, spawn, wait_equal
-from store import open_store
-from workflows.control import connect, node_status
+
+from timeline.dsl.compiler import compile_expression
+from timeline.producers.video_sessions import generate_sessions
+from timeline.runtime.control import connect, node_status
+from timeline.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 CIR = (ROOT / "examples" / "cir.tl").read_text()
@@ -56,7 +56,7 @@ def runtime(temporal_server, pulsar_server, tmp_path):
 
         def register(self, name, expression, shards=3, *extra):
             proc = subprocess.run(
-                [sys.executable, "-m", "cli.main", "register", name, expression, "--topic", self.topic, "--key",
+                [sys.executable, "-m", "timeline.cli.main", "register", name, expression, "--topic", self.topic, "--key",
                  "session_id", "--time", "ts", "--shards", str(shards), "--idle-timeout", "1h", *extra,
                  *endpoints[:2], *endpoints[4:]], capture_output=True, text=True, cwd=ROOT, timeout=60)
             assert proc.returncode == 0, proc.stderr
@@ -91,7 +91,7 @@ def _events_applied(aio, temporal_address, spec_name, expression, shards=3):
         for leaf in plan.leaves:
             counts[leaf.id] = 0
             for shard in range(shards):
-                from store.base import ResultsStore  # noqa: F401
+                from timeline.store.base import ResultsStore  # noqa: F401
                 st = await node_status(client, _spec(spec_name, expression, shards), leaf.id, shard)
                 counts[leaf.id] += st.events_applied
         return counts
@@ -100,7 +100,7 @@ def _events_applied(aio, temporal_address, spec_name, expression, shards=3):
 
 
 def _spec(name, expression, shards):
-    from workflows.models import TimelineSpec
+    from timeline.models import TimelineSpec
 
     return TimelineSpec(name=name, expression=expression, source_topic="-", key_path="session_id",
                         time_path="ts", shards=shards)
@@ -174,7 +174,7 @@ def test_bad_messages_reach_the_dead_letter_topic(runtime, pulsar_server, wait_f
     wait_for(lambda: store.result(name, "ok"), timeout=60, message="the good event's result")
 
     # The root published the change as an event of the project's own schema.
-    from sources.eventplatform import SchemaRepository
+    from timeline.sources.eventplatform import SchemaRepository
 
     client = pulsar.Client(pulsar_server.address, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     try:
@@ -219,7 +219,7 @@ def test_two_sources_with_different_key_and_time_paths(runtime, pulsar_server, w
     expr = 'duration_where(latest_event_to_state(kind) == "edit")'
     runtime.worker()
     reg = subprocess.run(
-        [sys.executable, "-m", "cli.main", "register", name, expr, "--source", edits, "wiki,page.id", "ts",
+        [sys.executable, "-m", "timeline.cli.main", "register", name, expr, "--source", edits, "wiki,page.id", "ts",
          "--source", predictions, "db,page_id", "meta.dt", "--shards", "2", *runtime.server_options],
         capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert reg.returncode == 0, reg.stderr

@@ -11,8 +11,8 @@ from datetime import datetime
 
 import pytest
 
-from producers.cli import SCENARIOS
-from producers.liftwing import (
+from timeline.cli.producer import SCENARIOS
+from timeline.producers.liftwing import (
     ERROR_STREAM,
     LATE_AFTER_MS,
     MODEL_NAME,
@@ -27,8 +27,14 @@ from producers.liftwing import (
     liftwing_scenario,
     simulate_lifecycle,
 )
-from producers.pulsar_producer import TopicRecord
-from sources.eventplatform import STREAMS, EventGate, event_time_ms, page_key, validate
+from timeline.producers.pulsar_producer import TopicRecord
+from timeline.sources.eventplatform import (
+    STREAMS,
+    EventGate,
+    event_time_ms,
+    page_key,
+    validate,
+)
 
 START = 1_795_564_800_000  # 2026-11-25T00:00:00Z
 STREAM_OF_KIND = {"page_change": PAGE_CHANGE_STREAM, "prediction": PREDICTION_STREAM,

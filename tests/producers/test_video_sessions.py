@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from producers.video_sessions import (
+from timeline.producers.video_sessions import (
     BITRATES,
     CDNS,
     MAX_LAG_MS,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dsl.errors import EventError, TimelineError, UsageError
-from sources.eventplatform import (
+from timeline.dsl.errors import EventError, TimelineError, UsageError
+from timeline.sources.eventplatform import (
     DEFAULT_ROOT,
     ERROR_SCHEMA_URI,
     ERROR_STREAM,
@@ -81,7 +81,7 @@ COPIED_TITLES = PAGE_CHANGE_TITLES + [
 
 
 def test_the_schemas_are_package_data_with_their_provenance():
-    assert DEFAULT_ROOT == ROOT / "sources" / "schemas"
+    assert DEFAULT_ROOT == ROOT / "timeline" / "sources" / "schemas"
     repo = SchemaRepository()
     assert set(COPIED_TITLES) <= set(repo.titles())
     provenance = (DEFAULT_ROOT / "PROVENANCE.md").read_text()
@@ -547,7 +547,7 @@ def test_the_event_platform_modules_are_pure():
     import subprocess
     import sys
 
-    code = ("import sys, sources.eventplatform, sources.sse, sources.ingest, sources.cli; "
+    code = ("import sys, timeline.sources.eventplatform, timeline.sources.sse, timeline.sources.ingest, timeline.cli.ingest; "
             "print(sorted(m for m in ('pulsar', '_pulsar', 'urllib.request', 'http.client') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

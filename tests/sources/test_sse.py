@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl.errors import TimelineError, UsageError
-from sources.ingest import USER_AGENT, open_source
-from sources.sse import SSEEvent, SSEParser, parse_sse
+from timeline.dsl.errors import TimelineError, UsageError
+from timeline.sources.ingest import USER_AGENT, open_source
+from timeline.sources.sse import SSEEvent, SSEParser, parse_sse
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "eventstreams_page_change.sse"
 

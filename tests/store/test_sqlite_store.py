@@ -1,8 +1,8 @@
 """The SQLite results store: patches, idempotency, a root re-run after a worker crash."""
 
-from dsl.incremental import KeyTimeline, SpanPatch
-from store.sqlite import SqliteStore
-from workflows.models import ResultsBatch, TimelineSpec
+from timeline.dsl.incremental import KeyTimeline, SpanPatch
+from timeline.models import ResultsBatch, TimelineSpec
+from timeline.store.sqlite import SqliteStore
 
 
 def _batch(seq, patches):

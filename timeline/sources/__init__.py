@@ -3,5 +3,5 @@
 `sources.eventplatform` (schemas, validation, the stream registry, keys and times) and
 `sources.sse` (the server-sent-events wire format) are pure: no Pulsar, no HTTP.
 `sources.ingest` moves EventStreams events into Pulsar with a client it is given, and
-`sources.cli` is the `timeline ingest-sse` command.
+`timeline.cli.ingest` is the `timeline ingest-sse` command.
 """

@@ -1,5 +1,11 @@
 """Where registrations and results live: a small interface, SQLite by default."""
 
-from store.base import ResultsStore, StoredResult, TimelineExists, UnknownTimeline, open_store
+from timeline.store.base import (
+    ResultsStore,
+    StoredResult,
+    TimelineExists,
+    UnknownTimeline,
+    open_store,
+)
 
 __all__ = ["ResultsStore", "StoredResult", "TimelineExists", "UnknownTimeline", "open_store"]

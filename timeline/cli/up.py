@@ -17,11 +17,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cli import stack
-from cli.settings import home, read_stack, stack_file
-from dsl.errors import TimelineError
+from timeline.dsl.errors import TimelineError
+from timeline.runtime import stack
+from timeline.runtime.settings import home, read_stack, stack_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STOP_ORDER = ("feeder", "api", "worker", "pulsar", "temporal")
 
 
@@ -36,7 +36,7 @@ def running_processes(state: Path) -> dict[str, dict]:
 
 def _launch_python(name: str, argv: list[str], state: Path) -> dict:
     log = state / "logs" / f"{name}.log"
-    proc, _ = stack._launch(name, [sys.executable, "-m", "cli.main", *argv], log, ROOT)
+    proc, _ = stack._launch(name, [sys.executable, "-m", "timeline.cli.main", *argv], log, ROOT)
     time.sleep(0.5)
     if proc.poll() is not None:
         raise stack.StackError(f"{name} exited at start (code {proc.returncode}); log {log}:\n"

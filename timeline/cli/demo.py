@@ -15,21 +15,19 @@ import time
 import uuid
 from pathlib import Path
 
-import msgspec
+from timeline.cli.up import down, running_processes, up
+from timeline.runtime.settings import endpoints, home
 
-from cli.settings import endpoints, home, read_stack
-from cli.up import down, running_processes, up
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CIR_FILE = ROOT / "examples" / "cir.tl"
 TOPIC = "video-events"
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from dsl.compiler import compile_expression
-    from producers.video_sessions import generate_sessions
-    from store import open_store
-    from workflows.models import TimelineSpec
+    from timeline.dsl.compiler import compile_expression
+    from timeline.models import TimelineSpec
+    from timeline.producers.video_sessions import generate_sessions
+    from timeline.store import open_store
 
     state = home(args)
     started_here = False
@@ -94,14 +92,13 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 async def _register(ep, spec) -> None:
-    from store import open_store
-    from workflows.control import start_tree
-    from cli.runtime import connect_temporal
+    from timeline.runtime.control import connect_temporal, start_tree
+    from timeline.store import open_store
 
     client = await connect_temporal(ep)
     store = open_store(ep.store)
     if spec.name in {s.name for s in store.list()} and store.get(spec.name) != spec:
-        from workflows.control import stop_tree
+        from timeline.runtime.control import stop_tree
 
         await stop_tree(client, store.get(spec.name))
         store.remove(spec.name)
@@ -111,7 +108,7 @@ async def _register(ep, spec) -> None:
 
 
 def _produce(url: str, topic: str, records: list[dict]) -> None:
-    from producers.pulsar_producer import open_client, produce_sessions
+    from timeline.producers.pulsar_producer import open_client, produce_sessions
 
     client = open_client(url)
     try:
@@ -121,7 +118,7 @@ def _produce(url: str, topic: str, records: list[dict]) -> None:
 
 
 def _batch(expression: str, records: list[dict]):
-    from dsl.batch import root_timelines
+    from timeline.dsl.batch import root_timelines
 
     return root_timelines(expression, records, "session_id", "ts")
 

@@ -7,9 +7,23 @@ import re
 import zlib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
-from dsl.incremental import DerivedSnapshot, EventBatch, KeyTimeline, LeafSnapshot, SpanPatch
+from timeline.dsl.compiler import Plan, plan_for
+from timeline.dsl.incremental import (
+    DerivedSnapshot,
+    EventBatch,
+    KeyTimeline,
+    LeafSnapshot,
+    SpanPatch,
+)
 
 TASK_QUEUE = "timeline"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -43,6 +57,11 @@ class TimelineSpec(BaseModel):
     shards: int = Field(default=4, ge=1, le=1024)
     idle_timeout_s: float = Field(default=1800.0, gt=0)
     results_topic: str | None = None
+
+    @property
+    def plan(self) -> Plan:
+        """The compiled expression (compiled once per expression text in a process)."""
+        return plan_for(self.expression)
 
     @field_validator("name")
     @classmethod

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dsl.errors import TimelineError
+from timeline.dsl.errors import TimelineError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cli import demo, evaluate, runtime, up
+    from timeline.cli import demo, evaluate, runtime, up
 
     parser = argparse.ArgumentParser(
         prog="timeline",
@@ -21,9 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_parsers(sub)
     up.add_parsers(sub)
     demo.add_parsers(sub)
-    from api import cli as api_cli
-    from producers import cli as producer_cli
-    from sources import cli as sources_cli
+    from timeline.cli import api as api_cli
+    from timeline.cli import ingest as sources_cli
+    from timeline.cli import producer as producer_cli
 
     api_cli.add_parsers(sub)
     sources_cli.add_parsers(sub)
@@ -60,14 +60,14 @@ def _single(prog: str, add, description: str):
 
 def register_workflow_main(argv: list[str] | None = None) -> int:
     """`register-workflow`: the same as `timeline register`."""
-    from cli.runtime import add_register_options
+    from timeline.cli.runtime import add_register_options
 
     return _run(_single("register-workflow", add_register_options, "Register a named timeline."), argv)
 
 
 def sample_event_feeder_main(argv: list[str] | None = None) -> int:
     """`sample-event-feeder`: the same as `timeline feeder`."""
-    from cli.runtime import add_feeder_options
+    from timeline.cli.runtime import add_feeder_options
 
     return _run(_single("sample-event-feeder", add_feeder_options,
                         "Feed a source topic into every timeline registered on it."), argv)
@@ -101,7 +101,7 @@ def console_register_workflow() -> None:
 
 
 def console_sample_event_producer() -> None:
-    from producers.cli import main as producer_main
+    from timeline.cli.producer import main as producer_main
 
     _exit_now(producer_main())
 

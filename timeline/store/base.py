@@ -10,9 +10,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from dsl.errors import TimelineError
-from dsl.incremental import KeyTimeline
-from workflows.models import ResultsBatch, TimelineSpec
+from timeline.dsl.errors import TimelineError
+from timeline.dsl.incremental import KeyTimeline
+from timeline.models import ResultsBatch, TimelineSpec
 
 
 class UnknownTimeline(TimelineError):
@@ -69,7 +69,7 @@ class ResultsStore(ABC):
 
 def open_store(url: str) -> ResultsStore:
     """`sqlite:///path/to/file.db` (or a plain path)."""
-    from store.sqlite import SqliteStore
+    from timeline.store.sqlite import SqliteStore
 
     if url.startswith("sqlite:///"):
         return SqliteStore(url[len("sqlite:///"):])

@@ -1,18 +1,20 @@
-"""`timeline api`: serve the HTTP query API (api/app.py) with uvicorn."""
+"""`timeline api`: serve the HTTP query API (timeline/api/app.py) with uvicorn."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
 
-from cli.settings import add_endpoint_options, endpoints
-from dsl.errors import UsageError
+from timeline.dsl.errors import UsageError
+from timeline.runtime.settings import add_endpoint_options, endpoints
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+APP_FACTORY = "timeline.api.app:app_from_environment"
 
 
 def _server_class():
@@ -40,12 +42,14 @@ def _server_class():
 def api_command(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
-    from cli.runtime import open_results_store
+    from timeline.store import open_store
 
     ep = endpoints(args)
-    open_results_store(ep).close()  # a bad --store is reported before the server starts
-    config = uvicorn.Config(create_app(ep), host=args.host, port=args.port, log_level=args.log_level,
+    open_store(ep.store).close()  # a bad --store is reported before the server starts
+    # The command line hands the servers to the HTTP face through the environment it reads,
+    # and uvicorn imports the app by name: one face does not import the other.
+    os.environ.update(ep.environment())
+    config = uvicorn.Config(APP_FACTORY, factory=True, host=args.host, port=args.port, log_level=args.log_level,
                             lifespan="on", access_log=args.access_log)
     server = _server_class()(config)
     try:
@@ -73,8 +77,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m api.cli ...`: the same as `timeline api ...`."""
-    from cli.main import _run
+    """`python -m timeline.cli.api ...`: the same as `timeline api ...`."""
+    from timeline.cli.main import _run
 
     parser = argparse.ArgumentParser(prog="timeline")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

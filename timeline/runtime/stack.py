@@ -33,7 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from dsl.errors import TimelineError
+from timeline.dsl.errors import TimelineError
 
 HOST = "127.0.0.1"
 TEMPORAL_START_TIMEOUT = 60.0
@@ -519,14 +519,9 @@ def start_pulsar(
 
 
 def _pulsar_round_trip(url: str) -> None:
-    import pulsar
+    from timeline.runtime.pulsar import open_client
 
-    client = pulsar.Client(
-        url,
-        operation_timeout_seconds=5,
-        connection_timeout_ms=2000,
-        logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
-    )
+    client = open_client(url, timeout_s=5)
     try:
         # Non-persistent: proves lookup + producer creation without leaving a topic on disk.
         topic = f"non-persistent://public/default/__timeline_stack_ready_{uuid.uuid4().hex[:8]}"

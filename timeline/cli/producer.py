@@ -17,9 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cli.settings import add_endpoint_options, endpoints
-from dsl.errors import UsageError
-from producers.pulsar_producer import (
+from timeline.dsl.errors import UsageError
+from timeline.producers.pulsar_producer import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_TOPIC,
     ProduceInterrupted,
@@ -29,6 +28,7 @@ from producers.pulsar_producer import (
     open_client,
     produce_sessions,
 )
+from timeline.runtime.settings import add_endpoint_options, endpoints
 
 __all__ = ["SCENARIOS", "add_producer_options", "main", "producer_command", "video_scenario"]
 
@@ -39,7 +39,7 @@ Scenario = Callable[[int, int, float, int | None], list[dict[str, Any]] | list[T
 
 def video_scenario(sessions: int, seed: int, out_of_order: float, start_ms: int | None) -> list[dict[str, Any]]:
     """Video-player sessions (`producers.video_sessions`); start_ms None: the last event is now."""
-    from producers.video_sessions import generate_sessions
+    from timeline.producers.video_sessions import generate_sessions
 
     if start_ms is not None:
         return generate_sessions(sessions, seed=seed, out_of_order=out_of_order, start_ms=start_ms).to_records()
@@ -54,7 +54,7 @@ def video_scenario(sessions: int, seed: int, out_of_order: float, start_ms: int 
 
 def liftwing_scenario(sessions: int, seed: int, out_of_order: float, start_ms: int | None) -> list[TopicRecord]:
     """The LiftWing lifecycle (`producers.liftwing`): `sessions` pages; every event to its stream's topic."""
-    from producers.liftwing import liftwing_scenario as scenario
+    from timeline.producers.liftwing import liftwing_scenario as scenario
 
     return scenario(sessions, seed, out_of_order, start_ms)
 
@@ -179,8 +179,8 @@ def producer_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m producers.cli`: the same as the `sample-event-producer` command."""
-    from cli.main import _run, _single
+    """`python -m timeline.cli.producer`: the same as the `sample-event-producer` command."""
+    from timeline.cli.main import _run, _single
 
     return _run(_single("sample-event-producer", add_producer_options,
                         "Write generated sample events (one JSON message per event) to a Pulsar topic."), argv)

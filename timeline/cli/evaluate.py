@@ -5,20 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import msgspec
-import numpy as np
 
-from dsl import ast as A
-from dsl.batch import evaluate
-from dsl.compiler import Plan, compile_expression
-from dsl.decode import DecodedEvents, decode_jsonl
-from dsl.errors import UsageError
-from dsl.events import parse_time, split_key_paths, split_path
-from dsl.operators import LatestEventToState
-from dsl.results import aggregate_json, timelines_json, values_at_json
-from dsl.spans import values_at
+from timeline.dsl.batch import load_events, run_eval
+from timeline.dsl.compiler import Plan, compile_expression
+from timeline.dsl.decode import DecodedEvents
+from timeline.dsl.errors import UsageError
+from timeline.dsl.events import parse_time
 
 MAX_BAD_LINES_SHOWN = 5
 
@@ -56,38 +51,6 @@ def parse_time_option(value: str | None, option: str) -> int | None:
     except Exception:
         raise UsageError(f"{option} {value!r} is not a time: give epoch milliseconds or ISO-8601 "
                          "(2025-02-07T13:29:00Z)") from None
-
-
-def load_events(plan: Plan, data: bytes, key: str, time: str) -> DecodedEvents:
-    return decode_jsonl(data, split_key_paths(key), split_path(time), plan.columns())
-
-
-def run_eval(plan: Plan, decoded: DecodedEvents, at: int | None, frm: int | None, to: int | None) -> Any:
-    """The JSON answer of `timeline eval` for decoded events."""
-    events = decoded.events
-    names = decoded.key_names
-    if plan.aggregation is not None:
-        if frm is not None or to is not None:
-            raise UsageError("an aggregation answers at one time: use --at T, not --from/--to")
-        when = at if at is not None else (int(events.time.max()) if len(events) else 0)
-        root = evaluate(plan, events, {plan.root})[plan.root]
-        group_expr = A.LatestEventToState(column=plan.aggregation.group_by)
-        groups_spans = LatestEventToState(group_expr, events)
-        keys = np.arange(len(names), dtype=np.int64)
-        ts = np.full(len(names), when, dtype=np.int64)
-        values = values_at(root, keys, ts, events.frame)
-        groups = values_at(groups_spans, keys, ts, events.frame)
-        return aggregate_json(values, groups, plan.aggregation)
-    if len(events) == 0:
-        return {}
-    root = evaluate(plan, events, {plan.root})[plan.root]
-    if at is not None:
-        if frm is not None or to is not None:
-            raise UsageError("give either --at T or --from/--to, not both")
-        return values_at_json(root, events.frame, names, at)
-    if frm is not None and to is not None and frm >= to:
-        raise UsageError(f"--from ({frm}) must be before --to ({to})")
-    return timelines_json(root, names, frm, to)
 
 
 def eval_command(args: argparse.Namespace) -> int:
@@ -140,20 +103,8 @@ def plan_command(args: argparse.Namespace) -> int:
 
 def render_tree(plan: Plan) -> str:
     """The plan as an indented tree: id, leaf/derived, kind, label."""
-    lines: list[str] = []
-
-    def walk(nid: str, depth: int, seen: set[str]) -> None:
-        node = plan.nodes[nid]
-        role = "leaf" if node.is_leaf else "derived"
-        shared = " (shared, shown above)" if nid in seen else ""
-        lines.append(f"{'  ' * depth}{nid}  [{role}, {node.kind.value}]  {node.label}{shared}")
-        if nid in seen:
-            return
-        seen.add(nid)
-        for c in node.children:
-            walk(c, depth + 1, seen)
-
-    walk(plan.root, 0, set())
+    lines = [f"{'  ' * depth}{node.id}  [{'leaf' if node.is_leaf else 'derived'}, {node.kind.value}]  "
+             f"{node.label}{' (shared, shown above)' if again else ''}" for node, depth, again in plan.walk()]
     if plan.aggregation is not None:
         lines.append(f"then {plan.aggregation.text()}")
     return "\n".join(lines)

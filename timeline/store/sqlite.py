@@ -7,9 +7,14 @@ import threading
 import time
 from pathlib import Path
 
-from dsl.incremental import KeyTimeline
-from store.base import ResultsStore, StoredResult, TimelineExists, UnknownTimeline
-from workflows.models import ResultsBatch, TimelineSpec
+from timeline.dsl.incremental import KeyTimeline
+from timeline.models import ResultsBatch, TimelineSpec
+from timeline.store.base import (
+    ResultsStore,
+    StoredResult,
+    TimelineExists,
+    UnknownTimeline,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS timelines (

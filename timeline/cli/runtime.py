@@ -8,63 +8,28 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
 import uuid
 from typing import Any
 
-from cli.evaluate import read_expression
-from cli.settings import Endpoints, add_endpoint_options, endpoints
-from dsl.compiler import Plan, compile_expression
-from dsl.errors import TimelineError, UsageError
-from dsl.events import split_key_paths, split_path
-from dsl.incremental import EventBatch
-from workflows.models import TimelineSpec
+import msgspec
 
-DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class ServiceUnavailable(TimelineError):
-    pass
-
-
-def parse_duration_s(text: str, option: str) -> float:
-    """`30m`, `90s`, `1h`, `500ms`, or a bare number of seconds."""
-    t = text.strip()
-    for unit in ("ms", "s", "m", "h", "d"):
-        if t.endswith(unit) and t[: -len(unit)].replace(".", "", 1).isdigit():
-            return float(t[: -len(unit)]) * DURATION_UNITS[unit]
-    try:
-        return float(t)
-    except ValueError:
-        raise UsageError(f"{option} {text!r} is not a duration: use 500ms, 90s, 30m, 1h or seconds") from None
-
-
-async def connect_temporal(ep: Endpoints):
-    from workflows.control import connect
-
-    try:
-        return await asyncio.wait_for(connect(ep.temporal, ep.namespace), timeout=15)
-    except Exception as exc:
-        raise ServiceUnavailable(
-            f"cannot reach Temporal at {ep.temporal} ({type(exc).__name__}: {exc}); start the embedded stack "
-            "with `timeline up`, or pass --temporal HOST:PORT") from None
-
-
-def pulsar_client(ep: Endpoints):
-    import pulsar
-
-    try:
-        return pulsar.Client(ep.pulsar, operation_timeout_seconds=15,
-                             logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-    except Exception as exc:
-        raise ServiceUnavailable(f"cannot create a Pulsar client for {ep.pulsar}: {exc}") from None
-
-
-def open_results_store(ep: Endpoints):
-    from store import open_store
-
-    return open_store(ep.store)
+from timeline.cli.evaluate import read_expression
+from timeline.dsl.compiler import Plan
+from timeline.dsl.errors import UsageError
+from timeline.dsl.events import split_key_paths, split_path
+from timeline.dsl.incremental import EventBatch
+from timeline.dsl.results import key_timeline_spans
+from timeline.models import TimelineSpec
+from timeline.runtime.control import ServiceUnavailable, connect_temporal
+from timeline.runtime.registry import (
+    build_spec,
+    duration_option_s,
+    register_spec,
+    remove_spec,
+)
+from timeline.runtime.settings import Endpoints, add_endpoint_options, endpoints
+from timeline.store import open_store
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -76,7 +41,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 # --- worker -------------------------------------------------------------------------------
 
 def worker_command(args: argparse.Namespace) -> int:
-    from workflows.worker import run_worker
+    from timeline.workflows.worker import run_worker
 
     logging.basicConfig(level=os.environ.get("TIMELINE_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -95,7 +60,8 @@ def worker_command(args: argparse.Namespace) -> int:
 # --- feeder -------------------------------------------------------------------------------
 
 def feeder_command(args: argparse.Namespace) -> int:
-    from feeder.feeder import Feeder, FeederSettings
+    from timeline.feeder.feeder import Feeder, FeederSettings
+    from timeline.runtime.pulsar import open_client
 
     logging.basicConfig(level=os.environ.get("TIMELINE_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -108,8 +74,8 @@ def feeder_command(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         client = await connect_temporal(ep)
-        pulsar = pulsar_client(ep)
-        store = open_results_store(ep)
+        pulsar = open_client(ep.pulsar, timeout_s=15)
+        store = open_store(ep.store)
         feeder = Feeder(client, pulsar, store, settings)
         try:
             await feeder.run(stop)
@@ -147,14 +113,14 @@ def register_command(args: argparse.Namespace) -> int:
                 raise UsageError(f"register-workflow needs --{option} (or --source TOPIC KEY TIME, repeatable)")
         sources.insert(0, (args.topic, args.key, args.time, args.schema))
     spec, plan = build_spec(args.name, read_expression(args.expr), sources=sources, shards=args.shards,
-                            idle_timeout_s=parse_duration_s(args.idle_timeout, "--idle-timeout"))
+                            idle_timeout_s=duration_option_s(args.idle_timeout, "--idle-timeout"))
     if args.dry_run:
         return asyncio.run(_dry_run(ep, spec, plan, args))
     return asyncio.run(_register(ep, spec, plan, args.continue_as_new_after))
 
 
 def _register_builtin(ep: Endpoints, args: argparse.Namespace) -> int:
-    from catalog import CATALOG
+    from timeline.catalog import CATALOG
 
     definition = CATALOG.get(args.builtin)
     if definition is None:
@@ -171,7 +137,7 @@ def _register_builtin(ep: Endpoints, args: argparse.Namespace) -> int:
 
 
 def catalog_command(args: argparse.Namespace) -> int:
-    from catalog import CATALOG
+    from timeline.catalog import CATALOG
 
     for d in CATALOG.values():
         print(f"{d.name}: {d.title}\n    {d.answers}\n    expression: {d.expression}")
@@ -182,16 +148,9 @@ def catalog_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pydantic_message(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors())
-    return str(exc)
-
-
 async def _register(ep: Endpoints, spec: TimelineSpec, plan: Plan, continue_as_new_after: int | None = None) -> int:
     client = await connect_temporal(ep)
-    store = open_results_store(ep)
+    store = open_store(ep.store)
     created, tree = await register_spec(client, store, spec, continue_as_new_after)
     store.close()
     verb = "registered" if created else "already registered (unchanged); workflows checked"
@@ -202,29 +161,21 @@ async def _register(ep: Endpoints, spec: TimelineSpec, plan: Plan, continue_as_n
 
 
 def render_workflow_tree(spec: TimelineSpec, plan: Plan, total: int | None = None) -> str:
-    from workflows.models import node_workflow_id
+    from timeline.models import node_workflow_id
 
     n = len(plan.nodes)
     lines = [f"workflow tree: {n} nodes x {spec.shards} shards = {total or n * spec.shards} workflows "
              f"(shard 0 shown; the others end in /1 ... /{spec.shards - 1})"]
 
-    def walk(nid: str, depth: int, seen: set[str]) -> None:
-        node = plan.nodes[nid]
-        role = "leaf" if node.is_leaf else "derived"
-        more = "  (shared, above)" if nid in seen else ""
-        lines.append(f"  {'  ' * depth}{node_workflow_id(spec.name, nid, 0)}  [{role}, {node.kind.value}]  "
-                     f"{node.label}{more}")
-        if nid not in seen:
-            seen.add(nid)
-            for c in node.children:
-                walk(c, depth + 1, seen)
-
-    walk(plan.root, 0, set())
+    for node, depth, again in plan.walk():
+        lines.append(f"  {'  ' * depth}{node_workflow_id(spec.name, node.id, 0)}  "
+                     f"[{'leaf' if node.is_leaf else 'derived'}, {node.kind.value}]  {node.label}"
+                     f"{'  (shared, above)' if again else ''}")
     return "\n".join(lines)
 
 
 def _list(ep: Endpoints, as_json: bool) -> int:
-    store = open_results_store(ep)
+    store = open_store(ep.store)
     specs = store.list()
     store.close()
     if as_json:
@@ -240,7 +191,7 @@ def _list(ep: Endpoints, as_json: bool) -> int:
 
 
 async def _remove(ep: Endpoints, name: str) -> int:
-    store = open_results_store(ep)
+    store = open_store(ep.store)
     spec = store.get(name)
     client = await connect_temporal(ep)
     stopped = await remove_spec(client, store, spec)
@@ -251,7 +202,7 @@ async def _remove(ep: Endpoints, name: str) -> int:
 
 def sample_event(spec: TimelineSpec, plan: Plan, when_ms: int) -> dict[str, Any]:
     """An event that exercises the expression: each column gets a constant it is compared with."""
-    from dsl import ast as A
+    from timeline.dsl import ast as A
 
     event: dict[str, Any] = {}
 
@@ -284,12 +235,12 @@ def _scalar(value: Any) -> Any:
 
 async def _dry_run(ep: Endpoints, spec: TimelineSpec, plan: Plan, args: argparse.Namespace) -> int:
     """Register a throw-away copy, send one event through the real tree, print the root's result, clean up."""
-    from dsl.events import event_key, get_path, parse_time, split_key_paths
-    from workflows.control import send_batch, start_tree, stop_tree
-    from workflows.models import EventBatchSignal, shard_of
+    from timeline.dsl.events import event_key, get_path, parse_time, split_key_paths
+    from timeline.models import EventBatchSignal, shard_of
+    from timeline.runtime.control import send_batch, start_tree, stop_tree
 
     client = await connect_temporal(ep)
-    store = open_results_store(ep)
+    store = open_store(ep.store)
     temp = spec.model_copy(update={"name": f"{spec.name[:40]}-dry-run-{uuid.uuid4().hex[:6]}", "shards": 1})
     if args.sample_event:
         try:
@@ -320,9 +271,7 @@ async def _dry_run(ep: Endpoints, spec: TimelineSpec, plan: Plan, args: argparse
             raise ServiceUnavailable(
                 f"no result within {args.timeout:g}s: is a worker polling task queue 'timeline'? "
                 "(start one with `timeline worker`, or the whole stack with `timeline up`)")
-        spans = [{"start": s, "value": v, **({"slope": m} if result.timeline.slopes else {})}
-                 for s, v, m in zip(result.timeline.starts, result.timeline.values,
-                                    result.timeline.slopes or [None] * len(result.timeline.starts))]
+        spans = msgspec.to_builtins(key_timeline_spans(result.timeline))
         print(f"result for key {key!r}: {json.dumps(spans)}")
         print("dry run ok: the tree received the event and the root published its result")
         return 0
@@ -395,48 +344,3 @@ def add_register_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--remove", metavar="NAME", help="stop a timeline's workflows and delete it and its results")
     add_endpoint_options(r)  # the same server flags as every other command
     r.set_defaults(handler=register_command)
-
-
-# --- shared with the HTTP API (api/app.py) -----------------------------------------------------
-
-def build_spec(name: str, expression: str, topic: str | None = None, key: str | None = None,
-               time: str | None = None, shards: int = 4, idle_timeout_s: float = 1800.0,
-               sources: list[tuple] | None = None, schema: str | None = None) -> tuple[TimelineSpec, Plan]:
-    """Check and build a registration as `register` does: key and time paths, then the expression
-    (a DslError before anything is registered), then the fields (a UsageError saying which one).
-    One source (topic, key, time), or several (`sources`)."""
-    sources = [tuple(s) + (None,) * (4 - len(s)) for s in sources or []]  # (topic, key, time, schema title)
-    if topic is not None or not sources:
-        sources.insert(0, (topic or "", key or "", time or "", schema))
-    for _, k, t, _ in sources:
-        split_key_paths(k), split_path(t)
-    plan = compile_expression(expression)
-    try:
-        spec = TimelineSpec(name=name, expression=expression, shards=shards, idle_timeout_s=idle_timeout_s,
-                            sources=[{"topic": tp, "key_path": k, "time_path": t, "schema_title": sc}
-                                     for tp, k, t, sc in sources])
-    except ValueError as exc:
-        raise UsageError(f"bad registration: {_pydantic_message(exc)}") from None
-    return spec, plan
-
-
-async def register_spec(client, store, spec: TimelineSpec,
-                        continue_as_new_after: int | None = None) -> tuple[bool, list]:
-    """Save the registration, then start its workflow tree (running workflows are kept), as `register`
-    does. Returns (False if the same registration existed, the tree's WorkflowNodes); a different
-    registration under the name raises store.TimelineExists."""
-    from workflows.control import start_tree
-
-    created = store.register(spec)
-    tree = await start_tree(client, spec, continue_as_new_after=continue_as_new_after)
-    return created, tree
-
-
-async def remove_spec(client, store, spec: TimelineSpec) -> int:
-    """Stop the timeline's workflows, then delete it and its results, as `register --remove` does;
-    returns how many workflows were running."""
-    from workflows.control import stop_tree
-
-    stopped = await stop_tree(client, spec)
-    store.remove(spec.name)
-    return stopped

@@ -1,31 +1,5 @@
-"""The Wikimedia event platform, as a consumer sees it: schemas, streams, keys, times, EventGate.
-
-Pure: no Pulsar, no HTTP. The schemas are a copy kept in `sources/schemas/` (see its
-PROVENANCE.md), so nothing outside the package is read at run time.
-
-Schemas
-    A schema is named by a URI such as `/mediawiki/page/change/1.2.0`: its *title*
-    (`mediawiki/page/change`, a folder of the repository) and a version (a file in it).
-    The repository keeps each version materialised (`1.2.0` and `1.2.0.yaml`: every
-    `$ref` already inlined, what EventGate validates against) and, for the newest
-    version, the unresolved source `current.yaml` (with `$ref`s to `/fragment/...`
-    versions). `SchemaRepository(sources=True)` validates with those sources
-    instead, resolving every `$ref` through the repository with `referencing`; its
-    verdicts equal the materialised ones (tested), which proves the resolution.
-
-Validation (`validate`)
-    The event's `$schema` names the schema; it is matched by title, and the version
-    named is used if the repository has it, else the newest (production producers are
-    ahead of these files). JSON Schema draft-07 with two adjustments for real
-    traffic: `additionalProperties: false` is dropped at every level (events carry
-    fields newer than these schemas), and of the string formats only `date-time` is
-    checked (it is every stream's time). Each problem is one message,
-    `<JSON path>: <the validator's message>`, like EventGate's.
-
-Streams (`STREAMS`)
-    Each stream the project reads, with its schema title, its Pulsar topic, how its
-    page key and its time are read. See `topic_for` for the topic names.
-"""
+"""Event platform schemas: the repository of versions, `$ref` resolution, and validation
+(see eventplatform.py for the whole picture)."""
 
 from __future__ import annotations
 
@@ -34,8 +8,7 @@ import datetime as _dt
 import json
 import re
 import threading
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -49,27 +22,8 @@ from referencing import Registry
 from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import DRAFT7
 
-from dsl.errors import EventError, TimelineError, UsageError
-from dsl.events import MISSING, get_path, parse_key, parse_time
-
-__all__ = [
-    "DEFAULT_ROOT",
-    "ERROR_SCHEMA_URI",
-    "ERROR_STREAM",
-    "EventGate",
-    "SchemaNotFound",
-    "SchemaRef",
-    "SchemaRepository",
-    "STREAMS",
-    "StreamSpec",
-    "default_repository",
-    "event_time_ms",
-    "is_canary",
-    "page_key",
-    "parse_schema_uri",
-    "topic_for",
-    "validate",
-]
+from timeline.dsl.errors import TimelineError
+from timeline.dsl.events import MISSING
 
 DEFAULT_ROOT = Path(__file__).resolve().with_name("schemas")
 ERROR_STREAM = "eventgate-main.error.validation"
@@ -78,6 +32,7 @@ ERROR_SCHEMA_URI = "/error/2.1.0"
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _SUFFIXES = ("", ".yaml", ".json")  # how a version's file may be named, in lookup order
 _MAX_MESSAGE = 300
+
 
 
 class SchemaNotFound(TimelineError):
@@ -408,13 +363,13 @@ class SchemaRepository:
         `$ref` leads nowhere raises SchemaNotFound (the repository is broken).
         """
         if not isinstance(event, dict):
-            return [f"$: an event is a JSON object, got {_kind(event)}"]
+            return [f"$: an event is a JSON object, got {kind_of(event)}"]
         uri = event.get("$schema", MISSING)
         if uri is MISSING:
             return ["$: '$schema' is a required property (an event names its schema, "
                     "e.g. \"$schema\": \"/mediawiki/page/change/1.2.0\")"]
         if not isinstance(uri, str):
-            return [f"$.$schema: {_short(uri)} is not of type 'string'"]
+            return [f"$.$schema: {short_repr(uri)} is not of type 'string'"]
         try:
             ref = self.resolve(uri)
         except SchemaNotFound as exc:
@@ -445,12 +400,12 @@ def _messages(errors: list[ValidationError]) -> list[str]:
     return out
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -464,232 +419,3 @@ def default_repository() -> SchemaRepository:
 def validate(event: Any, repository: SchemaRepository | None = None) -> list[str]:
     """`SchemaRepository.validate` with the package's schemas (or `repository`)."""
     return (repository or default_repository()).validate(event)
-
-
-# --- streams --------------------------------------------------------------------------------------
-
-PULSAR_TENANT = "public"
-PULSAR_NAMESPACE = "default"
-# Pulsar's rule for a topic's local name (NamedEntity): letters, digits, _ - = : .
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9_\-=:.]+$")
-
-
-def topic_for(stream: str, tenant: str = PULSAR_TENANT, namespace: str = PULSAR_NAMESPACE) -> str:
-    """The Pulsar topic of a stream: the stream name is the topic's local name.
-
-    `mediawiki.page_change.v1` -> `persistent://public/default/mediawiki.page_change.v1`.
-    Kafka's datacenter prefix (`eqiad.`, `codfw.`) is not part of a stream's name and
-    is not added: one topic holds the stream. Dots and dashes are allowed in Pulsar
-    topic names (checked against a real pulsar-lite broker in the integration tests).
-    """
-    if not isinstance(stream, str) or not _TOPIC_NAME.match(stream):
-        raise UsageError(f"{stream!r} cannot be a Pulsar topic name: use letters, digits and _ - = : .")
-    return f"persistent://{tenant}/{namespace}/{stream}"
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """A stream of the event platform as the project reads it."""
-
-    name: str
-    schema_title: str
-    wiki_field: str | None          # dotted path of the wiki (a page is (wiki, page id)); None: no page
-    page_id_field: str | None
-    time_field: str = "meta.dt"     # when the event was produced; `dt` is the edit's time
-    ordered_per_page: bool = False  # the upstream Kafka topic is keyed by page
-    description: str = ""
-
-    @property
-    def topic(self) -> str:
-        return topic_for(self.name)
-
-    @property
-    def has_page(self) -> bool:
-        return self.wiki_field is not None and self.page_id_field is not None
-
-
-def _page_stream(name: str, title: str, description: str, ordered: bool = False) -> StreamSpec:
-    return StreamSpec(name, title, "wiki_id", "page.page_id", ordered_per_page=ordered, description=description)
-
-
-_PREDICTION = "mediawiki/page/prediction_classification_change"
-
-STREAMS: dict[str, StreamSpec] = {s.name: s for s in [
-    _page_stream("mediawiki.page_change.v1", "mediawiki/page/change",
-                 "every change to a page: edits, creates, moves, deletes, undeletes, visibility", ordered=True),
-    _page_stream("mediawiki.article_country_prediction_change.v1", _PREDICTION,
-                 "LiftWing article-country predictions (not public)"),
-    _page_stream("mediawiki.page_prediction_change.rc0", _PREDICTION,
-                 "LiftWing predictions, staging stream"),
-    _page_stream("mediawiki.page_revert_risk_prediction_change.v1", _PREDICTION,
-                 "LiftWing revert-risk predictions (public on EventStreams)"),
-    _page_stream("mediawiki.cirrussearch.page_weighted_tags_change.rc0",
-                 "development/cirrussearch/page_weighted_tags_change",
-                 "search weighted tags set / cleared per page (e.g. classification.prediction.articlecountry)"),
-    StreamSpec("mediawiki.revision-create", "mediawiki/revision/create", "database", "page_id",
-               description="old flow: a new revision (feeds ORES precaching)"),
-    StreamSpec("mediawiki.revision-score", "mediawiki/revision/score", "database", "page_id",
-               description="old flow: ORES scores of a revision"),
-    StreamSpec(ERROR_STREAM, "error", None, None,
-               description="events EventGate rejected, with the validator's message (no page)"),
-]}
-
-_BY_TITLE: dict[str, StreamSpec] = {}
-for _spec in STREAMS.values():
-    _BY_TITLE.setdefault(_spec.schema_title, _spec)
-
-
-def _schema_title(event: dict) -> str | None:
-    uri = event.get("$schema")
-    try:
-        return parse_schema_uri(uri)[0] if isinstance(uri, str) else None
-    except ValueError:
-        return None
-
-
-def _spec_for(event: dict, stream: StreamSpec | str | None) -> StreamSpec | None:
-    if isinstance(stream, StreamSpec):
-        return stream
-    if isinstance(stream, str):
-        return STREAMS.get(stream)
-    spec = _BY_TITLE.get(_schema_title(event) or "")
-    if spec is not None:
-        return spec
-    meta = event.get("meta")
-    return STREAMS.get(meta.get("stream")) if isinstance(meta, dict) else None
-
-
-def page_key(event: Any, stream: StreamSpec | str | None = None) -> str:
-    """`"<wiki>:<page id>"`: `wiki_id` and `page.page_id`, or for the old revision-* streams
-    `database` and `page_id`. The fields are those of the stream (given, else found from the
-    event's schema title, else its `meta.stream`, else whichever layout the event has).
-    Raises EventError with the reason when there is no usable key."""
-    if not isinstance(event, dict):
-        raise EventError(f"not a JSON object: {_kind(event)}")
-    spec = _spec_for(event, stream)
-    if spec is not None:
-        if not spec.has_page:
-            raise EventError(f"no usable key: events of {spec.name} ({spec.schema_title}) are not about a page")
-        wiki_field, page_field = spec.wiki_field, spec.page_id_field
-    elif "wiki_id" in event:
-        wiki_field, page_field = "wiki_id", "page.page_id"
-    elif "database" in event:
-        wiki_field, page_field = "database", "page_id"
-    else:
-        raise EventError("no usable key: neither 'wiki_id' nor 'database' (and the stream is not known)")
-    assert wiki_field is not None and page_field is not None
-    wiki = get_path(event, wiki_field.split("."))
-    if wiki is not MISSING and not isinstance(wiki, str):
-        raise EventError(f"key at '{wiki_field}' must be a string, got {_kind(wiki)}")
-    wiki = parse_key(wiki, wiki_field)
-    page_id = get_path(event, page_field.split("."))
-    if isinstance(page_id, str) and page_id.isdigit():
-        page_id = int(page_id)
-    if page_id is MISSING or page_id is None:
-        raise EventError(f"no key at '{page_field}'")
-    if isinstance(page_id, bool) or not isinstance(page_id, int):
-        raise EventError(f"key at '{page_field}' must be an integer page id, got {_short(page_id)}")
-    return f"{wiki}:{page_id}"
-
-
-def event_time_ms(event: Any) -> int:
-    """`meta.dt` (ISO-8601, when the event was produced) in epoch ms; EventError if unusable.
-
-    Not `dt`: in a prediction that is the edit's time, copied from the page_change event.
-    """
-    if not isinstance(event, dict):
-        raise EventError(f"not a JSON object: {_kind(event)}")
-    return parse_time(get_path(event, ("meta", "dt")), "meta.dt")
-
-
-def is_canary(event: Any) -> bool:
-    """Synthetic monitoring events (`meta.domain == "canary"`): consumers drop them."""
-    meta = event.get("meta") if isinstance(event, dict) else None
-    return isinstance(meta, dict) and meta.get("domain") == "canary"
-
-
-# --- EventGate ------------------------------------------------------------------------------------
-
-def _now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class EventGate:
-    """What EventGate does to events on the way in, without the HTTP and Kafka around it.
-
-    For each event: the stream is its `meta.stream` (or the `stream` the events were
-    posted for); the stream must be configured, the event's schema title must be the
-    stream's, and the event must validate. Each invalid event becomes an `error` event
-    (`/error/2.1.0`) for `eventgate-main.error.validation`.
-    """
-
-    def __init__(self, repository: SchemaRepository | None = None, streams: Mapping[str, StreamSpec] = STREAMS,
-                 *, error_stream: str = ERROR_STREAM, emitter_id: str = "eventgate-main",
-                 clock: Callable[[], str] = _now_iso):
-        self.repository = repository or default_repository()
-        self.streams = streams
-        self.error_stream = error_stream
-        self.emitter_id = emitter_id
-        self.clock = clock
-
-    def check(self, event: Any, stream: str | None = None) -> list[str]:
-        """Why `event` would be rejected (empty: accepted)."""
-        if not isinstance(event, dict):
-            return [f"$: an event is a JSON object, got {_kind(event)}"]
-        meta = event.get("meta")
-        own = meta.get("stream") if isinstance(meta, dict) else None
-        if own is not None and not isinstance(own, str):
-            return [f"$.meta.stream: {_short(own)} is not of type 'string'"]
-        if own and stream and own != stream:
-            return [f"$.meta.stream: the event is for stream {own!r}, posted for {stream!r}"]
-        name = own or stream
-        if not name:
-            return ["$.meta: 'stream' is a required property (an event names its stream)"]
-        spec = self.streams.get(name)
-        if spec is None:
-            return [f"$.meta.stream: stream {name!r} is not configured here (configured: "
-                    f"{', '.join(sorted(self.streams))})"]
-        title = _schema_title(event)
-        if title is not None and title != spec.schema_title:
-            return [f"$.$schema: schema title {title!r} is not the one configured for stream {name!r} "
-                    f"({spec.schema_title!r})"]
-        return self.repository.validate(event)
-
-    def accept(self, events: Any, stream: str | None = None) -> tuple[list[Any], list[dict]]:
-        """(the valid events, one `error` event per invalid one); `events` is one event or a list."""
-        batch = events if isinstance(events, list) else [events]
-        valid: list[Any] = []
-        errors: list[dict] = []
-        for event in batch:
-            problems = self.check(event, stream)
-            if problems:
-                errors.append(self.error_event(event, "; ".join(problems), stream))
-            else:
-                valid.append(event)
-        return valid, errors
-
-    def error_event(self, event: Any, message: str, stream: str | None = None) -> dict:
-        """The `/error/2.1.0` event EventGate writes for a rejected event."""
-        now = self.clock()
-        meta: dict[str, Any] = {"stream": self.error_stream, "dt": now, "id": str(uuid.uuid4())}
-        own = event.get("meta") if isinstance(event, dict) else None
-        own = own if isinstance(own, dict) else {}
-        for field in ("domain", "request_id", "uri"):
-            if isinstance(own.get(field), str) and own[field]:
-                meta[field] = own[field]
-        error: dict[str, Any] = {
-            "$schema": ERROR_SCHEMA_URI,
-            "meta": meta,
-            "dt": now,
-            "emitter_id": self.emitter_id,
-            "raw_event": json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str),
-            "message": message,
-            "error_type": "ValidationError",
-        }
-        schema_uri = event.get("$schema") if isinstance(event, dict) else None
-        if isinstance(schema_uri, str):
-            error["errored_schema_uri"] = schema_uri
-        stream_name = own.get("stream") if isinstance(own.get("stream"), str) else stream
-        if stream_name:
-            error["errored_stream_name"] = stream_name
-        return error

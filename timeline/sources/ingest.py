@@ -33,8 +33,9 @@ from typing import Any
 
 import msgspec
 
-from dsl.errors import EventError, TimelineError, UsageError
-from sources.eventplatform import (
+from timeline.dsl.errors import EventError, TimelineError, UsageError
+from timeline.runtime.pulsar import ProduceError, create_producer
+from timeline.sources.eventplatform import (
     STREAMS,
     EventGate,
     SchemaRepository,
@@ -44,7 +45,7 @@ from sources.eventplatform import (
     page_key,
     topic_for,
 )
-from sources.sse import SSEParser
+from timeline.sources.sse import SSEParser
 
 __all__ = ["DEAD_LETTER_TOPIC", "IngestStats", "USER_AGENT", "ingest_sse", "open_source"]
 
@@ -114,17 +115,7 @@ class _Producers:
         self.sent += 1
 
     def _create(self, topic: str):
-        import pulsar
-
-        from producers.pulsar_producer import PulsarUnavailable
-
-        try:
-            return self.client.create_producer(topic, batching_enabled=True, batching_max_publish_delay_ms=10,
-                                               block_if_queue_full=True)
-        except pulsar.PulsarException as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            raise PulsarUnavailable(f"cannot create a producer on topic {topic}: {reason}", reason,
-                                    unreachable=isinstance(exc, (pulsar.Timeout, pulsar.ConnectError))) from None
+        return create_producer(self.client, topic, batching_max_publish_delay_ms=10)
 
     def _done(self, result, _message_id) -> None:  # on the client's I/O thread
         import pulsar
@@ -137,7 +128,6 @@ class _Producers:
 
     def close(self) -> None:
         """Flush and close every producer; raise ProduceError if the broker did not take everything."""
-        from producers.pulsar_producer import ProduceError
 
         errors = []
         for topic, producer in self.producers.items():

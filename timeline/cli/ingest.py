@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.settings import add_endpoint_options, endpoints
-from sources.eventplatform import STREAMS
+from timeline.runtime.settings import add_endpoint_options, endpoints
+from timeline.sources.eventplatform import STREAMS
 
 __all__ = ["add_ingest_options", "add_parsers", "ingest_command"]
 
@@ -58,9 +58,9 @@ def ingest_command(args: argparse.Namespace) -> int:
     User errors (bad source or stream name, Pulsar unreachable) raise TimelineErrors
     for the caller (`cli.main`) to print and turn into exit code 2.
     """
-    from producers.pulsar_producer import PulsarUnavailable, open_client
-    from sources.eventplatform import topic_for
-    from sources.ingest import IngestStats, ingest_sse, open_source
+    from timeline.producers.pulsar_producer import PulsarUnavailable, open_client
+    from timeline.sources.eventplatform import topic_for
+    from timeline.sources.ingest import IngestStats, ingest_sse, open_source
 
     for name in args.streams or []:
         topic_for(name)  # a name Pulsar cannot take is an option error, before connecting

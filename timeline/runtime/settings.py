@@ -20,6 +20,14 @@ class Endpoints:
     namespace: str = "default"
     api: str | None = None
 
+    def environment(self) -> dict[str, str]:
+        """These endpoints as the TIMELINE_* variables `endpoints` reads (for a child process)."""
+        env = {"TIMELINE_TEMPORAL": self.temporal, "TIMELINE_PULSAR": self.pulsar, "TIMELINE_STORE": self.store,
+               "TIMELINE_NAMESPACE": self.namespace}
+        if self.api:
+            env["TIMELINE_API"] = self.api
+        return env
+
 
 def home(args: argparse.Namespace | None = None) -> Path:
     value = getattr(args, "home", None) or os.environ.get("TIMELINE_HOME") or DEFAULT_HOME

@@ -16,15 +16,44 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
-from dsl.compiler import Plan, compile_expression
-from workflows.models import (
-    TASK_QUEUE, EventBatchSignal, KeyAnswer, NodeInput, NodeStatus, TimelineSpec, node_workflow_id, shard_of,
+from timeline.dsl.compiler import Plan
+from timeline.dsl.errors import TimelineError
+from timeline.models import (
+    TASK_QUEUE,
+    EventBatchSignal,
+    KeyAnswer,
+    NodeInput,
+    NodeStatus,
+    TimelineSpec,
+    node_workflow_id,
+    shard_of,
 )
-from workflows.node import TimelineNodeWorkflow
+from timeline.runtime.settings import Endpoints
+
+# The node workflow's names (workflows/node.py): the runtime drives it by name, so
+# this layer does not import the workflow code.
+NODE_WORKFLOW = "TimelineNode"
+EVENTS_SIGNAL = "events"
+TIMELINE_QUERY = "timeline"
+STATUS_QUERY = "status"
+
+
+class ServiceUnavailable(TimelineError):
+    """A server the command needs (Temporal, Pulsar) does not answer."""
 
 
 async def connect(address: str, namespace: str = "default") -> Client:
     return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+
+
+async def connect_temporal(ep: Endpoints, timeout_s: float = 15) -> Client:
+    """`connect`, with a ServiceUnavailable that says how to start Temporal."""
+    try:
+        return await asyncio.wait_for(connect(ep.temporal, ep.namespace), timeout=timeout_s)
+    except Exception as exc:
+        raise ServiceUnavailable(
+            f"cannot reach Temporal at {ep.temporal} ({type(exc).__name__}: {exc}); start the embedded stack "
+            "with `timeline up`, or pass --temporal HOST:PORT") from None
 
 
 @dataclass(frozen=True)
@@ -40,7 +69,7 @@ class WorkflowNode:
 
 
 def workflow_tree(spec: TimelineSpec, plan: Plan | None = None) -> list[WorkflowNode]:
-    plan = plan or compile_expression(spec.expression)
+    plan = plan or spec.plan
     out = []
     for shard in range(spec.shards):
         for node in plan.nodes.values():
@@ -60,7 +89,7 @@ async def start_tree(client: Client, spec: TimelineSpec, continue_as_new_after: 
 
     async def start(node: WorkflowNode):
         await client.start_workflow(
-            TimelineNodeWorkflow.run,
+            NODE_WORKFLOW,
             NodeInput(spec=spec, node_id=node.node_id, shard=node.shard, continue_as_new_after=continue_as_new_after),
             id=node.workflow_id, task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
@@ -72,11 +101,7 @@ async def start_tree(client: Client, spec: TimelineSpec, continue_as_new_after: 
 
 
 def _by_depth_from_root(tree: list[WorkflowNode], spec: TimelineSpec) -> list[list[WorkflowNode]]:
-    plan = compile_expression(spec.expression)
-    depth: dict[str, int] = {plan.root: 0}
-    for node in reversed(list(plan.nodes.values())):  # parents come after children in the plan
-        for c in node.children:
-            depth[c] = max(depth.get(c, 0), depth.get(node.id, 0) + 1)
+    depth = spec.plan.depths()
     levels: dict[int, list[WorkflowNode]] = {}
     for n in tree:
         levels.setdefault(depth[n.node_id], []).append(n)
@@ -89,26 +114,25 @@ async def send_batch(client: Client, spec: TimelineSpec, plan: Plan, shard: int,
 
     async def signal(node_id: str):
         await client.start_workflow(
-            TimelineNodeWorkflow.run,
+            NODE_WORKFLOW,
             NodeInput(spec=spec, node_id=node_id, shard=shard, continue_as_new_after=continue_as_new_after),
             id=node_workflow_id(spec.name, node_id, shard), task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal="events", start_signal_args=[batch],
+            start_signal=EVENTS_SIGNAL, start_signal_args=[batch],
         )
 
     await asyncio.gather(*(signal(n.id) for n in plan.leaves))
 
 
 async def query_key(client: Client, spec: TimelineSpec, key: str, node_id: str | None = None) -> KeyAnswer:
-    plan = compile_expression(spec.expression)
-    node_id = node_id or plan.root
+    node_id = node_id or spec.plan.root
     handle = client.get_workflow_handle(node_workflow_id(spec.name, node_id, shard_of(key, spec.shards)))
-    return await handle.query(TimelineNodeWorkflow.timeline, key)
+    return await handle.query(TIMELINE_QUERY, key, result_type=KeyAnswer)
 
 
 async def node_status(client: Client, spec: TimelineSpec, node_id: str, shard: int) -> NodeStatus:
     handle = client.get_workflow_handle(node_workflow_id(spec.name, node_id, shard))
-    return await handle.query(TimelineNodeWorkflow.status)
+    return await handle.query(STATUS_QUERY, result_type=NodeStatus)
 
 
 async def stop_tree(client: Client, spec: TimelineSpec) -> int:
