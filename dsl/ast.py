@@ -8,8 +8,9 @@ places (or spellings) are one node and compile to one plan node.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Literal as TypingLiteral, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,7 +33,29 @@ class Kind(str, Enum):
         return self in (Kind.STATE, Kind.BOOLEAN, Kind.NUMERIC)
 
 
+@dataclass(frozen=True)
+class Spelling:
+    """One way to call an operator in the DSL: its names (the TL_ form first), how many
+    arguments it takes, and the fields the name itself fixes (`EqualTo` fixes op "==")."""
+
+    names: tuple[str, ...]
+    signature: str                      # shown when the arguments are wrong; {name} is the name used
+    min_args: int = 1
+    max_args: int | None = 1            # None: any number from min_args on
+    fixed: tuple[tuple[str, Any], ...] = ()
+
+
+Evaluation = TypingLiteral["leaf", "derived"]
+
+
 class Node(BaseModel):
+    """One class per operator, and the class is the operator's one declaration: its fields are
+    its children; `rule` names its plan nodes; `spellings` are its call names (the parser's
+    table, the "did you mean" list and the arity messages are derived from them); `evaluation`
+    says whether it reads events ("leaf") or other timelines ("derived"), from which the
+    compiler's tables are derived; its type rule is `check_<Class>` in the checker and its
+    meaning the function `<Class>` in dsl/operators.py (both looked up by class name)."""
+
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     at: SourceSpan | None = Field(default=None, repr=False, exclude=True)
@@ -40,6 +63,18 @@ class Node(BaseModel):
     # Lower-case rule name: one name chain per operator (TL_HasExisted ->
     # has_existed -> HasExisted -> its handlers).
     rule: ClassVar[str] = ""
+    spellings: ClassVar[tuple[Spelling, ...]] = ()
+    evaluation: ClassVar[Evaluation | None] = None   # None: syntax only (columns, constants, queries)
+    arguments: ClassVar[tuple[str, ...]] = ()        # fields a call's arguments fill, in order
+    variadic: ClassVar[bool] = False                 # the one argument field takes all arguments
+
+    @classmethod
+    def from_call(cls, at: SourceSpan | None, args: list["Node"], spelling: Spelling) -> "Node":
+        """The node a call of `spelling` with these (already counted) arguments builds."""
+        values: dict[str, Any] = (
+            {cls.arguments[0]: tuple(args)} if cls.variadic else dict(zip(cls.arguments, args))
+        )
+        return cls(**values, **dict(spelling.fixed), at=at)
 
     def _identity(self) -> tuple:
         return (type(self).__name__,) + tuple(
@@ -112,11 +147,27 @@ COMPARISON_OPS = ("==", "!=", "<", "<=", ">", ">=")
 FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
+def _comparison_spellings() -> tuple[Spelling, ...]:
+    names = (("EqualTo", "equal_to", "=="), ("NotEqualTo", "not_equal_to", "!="),
+             ("GreaterThan", "greater_than", ">"), ("GreaterThanOrEqualTo", "greater_than_or_equal_to", ">="),
+             ("LessThan", "less_than", "<"), ("LessThanOrEqualTo", "less_than_or_equal_to", "<="))
+    return tuple(
+        Spelling((camel, f"TL_{camel}", snake), "{name}(timeline, constant or timeline)", 2, 2, (("op", op),))
+        for camel, snake, op in names
+    )
+
+
 class Compare(Node):
+    """`a op b`: an event field against a constant or field (a predicate), or a timeline
+    against a constant. Two timelines compared become a CompareTimelines (in the checker)."""
+
     op: str
     left: Node
     right: Node
     rule: ClassVar[str] = "compare"
+    spellings: ClassVar[tuple[Spelling, ...]] = _comparison_spellings()
+    evaluation: ClassVar[Evaluation | None] = "derived"
+    arguments: ClassVar[tuple[str, ...]] = ("left", "right")
 
     def children(self) -> tuple[Node, ...]:
         return (self.left, self.right)
@@ -128,6 +179,10 @@ class Compare(Node):
 class And(Node):
     operands: tuple[Node, ...]
     rule: ClassVar[str] = "and"
+    spellings: ClassVar[tuple[Spelling, ...]] = (Spelling(("And", "TL_And", "and"), "And(a, b, ...)", 2, None),)
+    evaluation: ClassVar[Evaluation | None] = "derived"
+    arguments: ClassVar[tuple[str, ...]] = ("operands",)
+    variadic: ClassVar[bool] = True
 
     def children(self) -> tuple[Node, ...]:
         return self.operands
@@ -139,6 +194,10 @@ class And(Node):
 class Or(Node):
     operands: tuple[Node, ...]
     rule: ClassVar[str] = "or"
+    spellings: ClassVar[tuple[Spelling, ...]] = (Spelling(("Or", "TL_Or", "or"), "Or(a, b, ...)", 2, None),)
+    evaluation: ClassVar[Evaluation | None] = "derived"
+    arguments: ClassVar[tuple[str, ...]] = ("operands",)
+    variadic: ClassVar[bool] = True
 
     def children(self) -> tuple[Node, ...]:
         return self.operands
@@ -150,6 +209,9 @@ class Or(Node):
 class Not(Node):
     operand: Node
     rule: ClassVar[str] = "not"
+    spellings: ClassVar[tuple[Spelling, ...]] = (Spelling(("Not", "TL_Not", "not"), "Not(a)"),)
+    evaluation: ClassVar[Evaluation | None] = "derived"
+    arguments: ClassVar[tuple[str, ...]] = ("operand",)
 
     def children(self) -> tuple[Node, ...]:
         return (self.operand,)
@@ -161,6 +223,12 @@ class Not(Node):
 class LatestEventToState(Node):
     column: Column
     rule: ClassVar[str] = "latest_event_to_state"
+    spellings: ClassVar[tuple[Spelling, ...]] = (
+        Spelling(("TL_LatestEventToState",), '{name}(col("field"))'),
+        Spelling(("latest_event_to_state",), "{name}(field)"),
+    )
+    evaluation: ClassVar[Evaluation | None] = "leaf"
+    arguments: ClassVar[tuple[str, ...]] = ("column",)
 
     def children(self) -> tuple[Node, ...]:
         return (self.column,)
@@ -172,6 +240,12 @@ class LatestEventToState(Node):
 class HasExisted(Node):
     predicate: Node
     rule: ClassVar[str] = "has_existed"
+    spellings: ClassVar[tuple[Spelling, ...]] = (
+        Spelling(("TL_HasExisted",), '{name}(col("field") == "value")'),
+        Spelling(("has_existed",), '{name}(field == "value")'),
+    )
+    evaluation: ClassVar[Evaluation | None] = "leaf"
+    arguments: ClassVar[tuple[str, ...]] = ("predicate",)
 
     def children(self) -> tuple[Node, ...]:
         return (self.predicate,)
@@ -184,6 +258,12 @@ class HasExistedWithin(Node):
     predicate: Node
     window: Node  # a Duration after checking; a bare number is seconds
     rule: ClassVar[str] = "has_existed_within"
+    spellings: ClassVar[tuple[Spelling, ...]] = (
+        Spelling(("TL_HasExistedWithin",), '{name}(col("field") == "value", 5s)', 2, 2),
+        Spelling(("has_existed_within",), '{name}(field == "value", 5s)', 2, 2),
+    )
+    evaluation: ClassVar[Evaluation | None] = "leaf"
+    arguments: ClassVar[tuple[str, ...]] = ("predicate", "window")
 
     def children(self) -> tuple[Node, ...]:
         return (self.predicate, self.window)
@@ -195,6 +275,11 @@ class HasExistedWithin(Node):
 class DurationWhere(Node):
     condition: Node
     rule: ClassVar[str] = "duration_where"
+    spellings: ClassVar[tuple[Spelling, ...]] = (
+        Spelling(("TL_DurationWhere", "duration_where"), "{name}(boolean timeline)"),
+    )
+    evaluation: ClassVar[Evaluation | None] = "derived"
+    arguments: ClassVar[tuple[str, ...]] = ("condition",)
 
     def children(self) -> tuple[Node, ...]:
         return (self.condition,)
@@ -206,6 +291,11 @@ class DurationWhere(Node):
 class DurationInCurState(Node):
     timeline: Node
     rule: ClassVar[str] = "duration_in_cur_state"
+    spellings: ClassVar[tuple[Spelling, ...]] = (
+        Spelling(("TL_DurationInCurState", "duration_in_cur_state"), "{name}(state timeline)"),
+    )
+    evaluation: ClassVar[Evaluation | None] = "derived"
+    arguments: ClassVar[tuple[str, ...]] = ("timeline",)
 
     def children(self) -> tuple[Node, ...]:
         return (self.timeline,)
@@ -255,12 +345,19 @@ class Query(Node):
         return body if self.aggregation is None else f"{body} | {self.aggregation.text()}"
 
 
-TIMELINE_OPERATORS: tuple[type[Node], ...] = (
-    LatestEventToState,
-    HasExisted,
-    HasExistedWithin,
-    DurationWhere,
-    DurationInCurState,
-)
+def _operator_classes() -> tuple[type[Node], ...]:
+    found: list[type[Node]] = []
+    stack = list(Node.__subclasses__())
+    while stack:
+        cls = stack.pop(0)
+        if cls.evaluation is not None:
+            found.append(cls)
+        stack.extend(cls.__subclasses__())
+    return tuple(found)
+
+
+# Every operator, in declaration order: the tables of the parser, the checker, the compiler and
+# the evaluators are derived from these classes (tests/dsl/test_handlers.py checks each has all).
+OPERATOR_CLASSES: tuple[type[Node], ...] = _operator_classes()
 
 Value = Any  # an event field value: str, int, float, bool (None = unknown)

@@ -56,10 +56,10 @@ class _Checker:
         raise cls(message, self.source, node.at, expected)
 
     def check(self, node: A.Node) -> tuple[A.Node, Kind]:
-        method = getattr(self, f"check_{type(node).__name__}", None)
-        if method is None:  # a loud default: every node class needs a rule
+        rule = TYPE_RULES.get(type(node))
+        if rule is None:  # a loud default: every node class needs a rule
             raise NotImplementedError(f"no type rule for {type(node).__name__}")
-        new, kind = method(node)
+        new, kind = rule(self, node)
         self.kinds[new] = kind
         return new, kind
 
@@ -249,6 +249,16 @@ class _Checker:
                 hint = "a timeline operator, like has_existed(...) or duration_where(...)"
             self.fail(expr, f"the expression is {kind_words(kind)}, not a timeline", hint)
         return A.Query(expr=expr, aggregation=node.aggregation, at=node.at), kind
+
+
+def _type_rules() -> dict[type[A.Node], object]:
+    """Each node class's type rule is the checker method `check_<Class>`."""
+    classes = [A.Column, A.Literal, A.Duration, A.Query, *A.OPERATOR_CLASSES]
+    found = {cls: getattr(_Checker, f"check_{cls.__name__}", None) for cls in classes}
+    return {cls: rule for cls, rule in found.items() if rule is not None}  # a missing one fails loudly
+
+
+TYPE_RULES = _type_rules()
 
 
 def _t(node: A.Node) -> str:

@@ -20,8 +20,9 @@ from timeline.dsl.ast import Kind
 from timeline.dsl.checker import Checked, typecheck
 from timeline.dsl.parser import parse
 
-LEAF_OPERATORS = (A.LatestEventToState, A.HasExisted, A.HasExistedWithin)
-DERIVED_OPERATORS = (A.Compare, A.And, A.Or, A.Not, A.DurationWhere, A.DurationInCurState)
+# Derived from each AST class's declaration: a leaf reads events, a derived node reads timelines.
+LEAF_OPERATORS = tuple(c for c in A.OPERATOR_CLASSES if c.evaluation == "leaf")
+DERIVED_OPERATORS = tuple(c for c in A.OPERATOR_CLASSES if c.evaluation == "derived")
 
 
 class PlanNode(BaseModel):
@@ -130,6 +131,11 @@ def node_id(expr: A.Node) -> str:
     return f"{expr.rule}-{digest}"
 
 
+def _is_timeline(checked: Checked, expr: A.Node) -> bool:
+    kind = checked.kinds.get(expr)
+    return kind is not None and kind.is_timeline
+
+
 def build_plan(checked: Checked, source: str) -> Plan:
     nodes: dict[str, PlanNode] = {}
 
@@ -139,10 +145,9 @@ def build_plan(checked: Checked, source: str) -> Plan:
             return nid
         if isinstance(expr, LEAF_OPERATORS):
             children: tuple[str, ...] = ()
-        elif isinstance(expr, A.Compare):
-            children = (visit(expr.left),)
         elif isinstance(expr, DERIVED_OPERATORS):
-            children = tuple(visit(c) for c in expr.children())
+            # A derived node reads the timelines among its fields; constants stay in its expr.
+            children = tuple(visit(c) for c in expr.children() if _is_timeline(checked, c))
         else:  # the checker lets only timelines through
             raise NotImplementedError(f"no plan rule for {type(expr).__name__}")
         nodes[nid] = PlanNode(id=nid, op=type(expr).__name__, kind=checked.kinds[expr], children=children,

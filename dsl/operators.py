@@ -108,12 +108,6 @@ def _segmented_running_max(key: np.ndarray, value: np.ndarray, base: int) -> np.
     return out
 
 
-LEAF_HANDLERS: dict[type[A.Node], Callable[..., SpanSet]] = {
-    A.LatestEventToState: LatestEventToState,
-    A.HasExisted: HasExisted,
-    A.HasExistedWithin: HasExistedWithin,
-}
-
 # --- derived: timelines -> timeline ---------------------------------------------
 
 _NEGATED = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "==": "==", "!=": "!="}
@@ -267,14 +261,14 @@ def DurationInCurState(expr: A.DurationInCurState, frame: Frame, child: SpanSet)
     return canonical_numeric(child.key, child.start, v0, known.astype(np.float64))
 
 
-DERIVED_HANDLERS: dict[type[A.Node], Callable[..., SpanSet]] = {
-    A.Compare: Compare,
-    A.And: And,
-    A.Or: Or,
-    A.Not: Not,
-    A.DurationWhere: DurationWhere,
-    A.DurationInCurState: DurationInCurState,
-}
+def _handlers(evaluation: str) -> dict[type[A.Node], Callable[..., SpanSet]]:
+    """Each operator's handler is the function of this module named after its class."""
+    found = {cls: globals().get(cls.__name__) for cls in A.OPERATOR_CLASSES if cls.evaluation == evaluation}
+    return {cls: fn for cls, fn in found.items() if callable(fn)}  # a missing one fails loudly below
+
+
+LEAF_HANDLERS: dict[type[A.Node], Callable[..., SpanSet]] = _handlers("leaf")
+DERIVED_HANDLERS: dict[type[A.Node], Callable[..., SpanSet]] = _handlers("derived")
 
 
 def leaf_handler(expr: A.Node) -> Callable[..., SpanSet]:

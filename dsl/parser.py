@@ -10,8 +10,6 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from typing import Callable
-
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import (
     UnexpectedCharacters,
@@ -81,44 +79,16 @@ def _expected_words(names: set[str] | frozenset[str]) -> str:
     return ", ".join(words)
 
 
-# --- operator table -------------------------------------------------------
+# --- operator table: derived from the AST classes' spellings ----------------------
 
-def _one(build: Callable[..., A.Node]) -> tuple[int, int | None, Callable[..., A.Node]]:
-    return (1, 1, build)
-
-
-def _make_compare(op: str):
-    return (2, 2, lambda at, a, b: A.Compare(op=op, left=a, right=b, at=at))
-
-
-OPERATORS: dict[str, tuple[int, int | None, Callable[..., A.Node]]] = {}
-for _names, _entry in [
-    (("TL_LatestEventToState", "latest_event_to_state"),
-     _one(lambda at, c: A.LatestEventToState(column=c, at=at))),
-    (("TL_HasExisted", "has_existed"), _one(lambda at, p: A.HasExisted(predicate=p, at=at))),
-    (("TL_HasExistedWithin", "has_existed_within"),
-     (2, 2, lambda at, p, w: A.HasExistedWithin(predicate=p, window=w, at=at))),
-    (("TL_DurationWhere", "duration_where"), _one(lambda at, b: A.DurationWhere(condition=b, at=at))),
-    (("TL_DurationInCurState", "duration_in_cur_state"),
-     _one(lambda at, x: A.DurationInCurState(timeline=x, at=at))),
-    (("And", "TL_And", "and"), (2, None, lambda at, *xs: A.And(operands=tuple(xs), at=at))),
-    (("Or", "TL_Or", "or"), (2, None, lambda at, *xs: A.Or(operands=tuple(xs), at=at))),
-    (("Not", "TL_Not", "not"), _one(lambda at, x: A.Not(operand=x, at=at))),
-    (("EqualTo", "TL_EqualTo", "equal_to"), _make_compare("==")),
-    (("NotEqualTo", "TL_NotEqualTo", "not_equal_to"), _make_compare("!=")),
-    (("GreaterThan", "TL_GreaterThan", "greater_than"), _make_compare(">")),
-    (("GreaterThanOrEqualTo", "TL_GreaterThanOrEqualTo", "greater_than_or_equal_to"), _make_compare(">=")),
-    (("LessThan", "TL_LessThan", "less_than"), _make_compare("<")),
-    (("LessThanOrEqualTo", "TL_LessThanOrEqualTo", "less_than_or_equal_to"), _make_compare("<=")),
-]:
-    for _n in _names:
-        OPERATORS[_n] = _entry
-
-KNOWN_CALLS = sorted(set(OPERATORS) | {"col"})
+CALLS: dict[str, tuple[type[A.Node], A.Spelling]] = {
+    name: (cls, spelling) for cls in A.OPERATOR_CLASSES for spelling in cls.spellings for name in spelling.names
+}
+KNOWN_CALLS = sorted(set(CALLS) | {"col"})
 OPERATOR_LIST = (
-    "TL_LatestEventToState, TL_HasExisted, TL_HasExistedWithin, TL_DurationWhere, TL_DurationInCurState, "
-    "And, Or, Not, EqualTo, NotEqualTo, GreaterThan, GreaterThanOrEqualTo, LessThan, LessThanOrEqualTo, col "
-    "(or the lower-case forms: latest_event_to_state, has_existed, ...)"
+    ", ".join(s.names[0] for cls in A.OPERATOR_CLASSES for s in cls.spellings if s.names[0].startswith("TL_")
+              or s.names[0][0].isupper())
+    + ", col (or the lower-case forms: latest_event_to_state, has_existed, ...)"
 )
 
 
@@ -195,7 +165,7 @@ class _ToAst(Transformer):
         at = _span_of(meta)
         if name == "col":
             return self._col(name_tok, args, at)
-        if name not in OPERATORS:
+        if name not in CALLS:
             close = difflib.get_close_matches(name, KNOWN_CALLS, n=3, cutoff=0.6)
             hint = f"did you mean {' or '.join(close)}?" if close else None
             raise self._err(
@@ -204,14 +174,15 @@ class _ToAst(Transformer):
                 name_tok,
                 OPERATOR_LIST,
             )
-        lo, hi, build = OPERATORS[name]
+        cls, spelling = CALLS[name]
+        lo, hi = spelling.min_args, spelling.max_args
         if len(args) < lo or (hi is not None and len(args) > hi):
             want = f"{lo}" if lo == hi else f"at least {lo}"
             raise self._err(
                 ArityError, f"{name} takes {want} argument{'s' if lo != 1 or hi != 1 else ''}, got {len(args)}",
-                at, SIGNATURES.get(name.lower().removeprefix("tl_"), f"{name}(...)"),
+                at, spelling.signature.format(name=name),
             )
-        return build(at, *args)
+        return cls.from_call(at, args, spelling)
 
     def _col(self, name_tok, args, at):
         if len(args) != 1:
@@ -262,26 +233,6 @@ class _ToAst(Transformer):
     # `group_by(x)` inside aggregate parses as a call; intercept it.
     def __default__(self, data, children, meta):
         return Tree(data, children, meta)
-
-
-SIGNATURES = {
-    "tl_latestEventToState".lower(): 'TL_LatestEventToState(col("field"))',
-    "latest_event_to_state": 'latest_event_to_state(field)',
-    "latesteventtostate": 'TL_LatestEventToState(col("field"))',
-    "hasexisted": 'TL_HasExisted(col("field") == "value")',
-    "has_existed": 'has_existed(field == "value")',
-    "hasexistedwithin": 'TL_HasExistedWithin(col("field") == "value", 5s)',
-    "has_existed_within": 'has_existed_within(field == "value", 5s)',
-    "durationwhere": "TL_DurationWhere(boolean timeline)",
-    "duration_where": "duration_where(boolean timeline)",
-    "durationincurstate": "TL_DurationInCurState(state timeline)",
-    "duration_in_cur_state": "duration_in_cur_state(state timeline)",
-    "and": "And(a, b, ...)", "or": "Or(a, b, ...)", "not": "Not(a)",
-}
-for _cmp in ("equalto", "notequalto", "greaterthan", "greaterthanorequalto", "lessthan", "lessthanorequalto",
-             "equal_to", "not_equal_to", "greater_than", "greater_than_or_equal_to", "less_than",
-             "less_than_or_equal_to"):
-    SIGNATURES[_cmp] = f"{_cmp}(timeline, constant)"
 
 
 class _AggregationCalls(_ToAst):
