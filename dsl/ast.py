@@ -176,6 +176,24 @@ class Compare(Node):
         return f"({self.left.text()} {self.op} {self.right.text()})"
 
 
+class CompareTimelines(Node):
+    """`x op y` between two timelines (state, boolean or numeric), pointwise: unknown where
+    either side is; exact crossing times on numeric timelines. Written like any comparison
+    (`x < y`, `LessThan(x, y)`): the checker turns a Compare of two timelines into this."""
+
+    op: str
+    left: Node
+    right: Node
+    rule: ClassVar[str] = "compare_timelines"
+    evaluation: ClassVar[Evaluation | None] = "derived"
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.left, self.right)
+
+    def text(self) -> str:
+        return f"({self.left.text()} {self.op} {self.right.text()})"
+
+
 class And(Node):
     operands: tuple[Node, ...]
     rule: ClassVar[str] = "and"

@@ -139,7 +139,31 @@ class _Checker:
             self.fail(bad, "an event predicate cannot be compared", "combine predicates with && / || / !")
         if lk == Kind.COLUMN:
             return self._compare_column(node, op, left, right, rk)
+        if lk.is_timeline and rk.is_timeline:
+            return self._compare_timelines(node, op, left, lk, right, rk)
         return self._compare_timeline(node, op, left, lk, right, rk)
+
+    def check_CompareTimelines(self, node: A.CompareTimelines):
+        return self.check_Compare(A.Compare(op=node.op, left=node.left, right=node.right, at=node.at))
+
+    def _compare_timelines(self, node, op, left, lk, right, rk):
+        """Two timelines, pointwise. Durations compare with durations; booleans only for
+        (in)equality; a state timeline with a state or boolean one."""
+        if (lk == Kind.NUMERIC) != (rk == Kind.NUMERIC):
+            state_side = right if lk == Kind.NUMERIC else left
+            self.fail(node, f"a numeric (duration) timeline is compared with {kind_words(self.kinds[state_side])} "
+                            f"'{_t(state_side)}'",
+                      "a duration timeline on both sides (duration_where, duration_in_cur_state), "
+                      "or state timelines on both sides")
+        if op in ORDERING and Kind.BOOLEAN in (lk, rk):
+            self.fail(node, f"'{op}' does not order booleans", "== or != between boolean timelines")
+        if left == right:
+            self.fail(node, f"'{_t(left)}' is compared with itself",
+                      "two different timelines (x == x is true wherever x is known)")
+        # One node per meaning: `b > a` is `a < b` (the operand with the smaller text goes left).
+        if right.text() < left.text():
+            left, right, op = right, left, A.FLIPPED[op]
+        return A.CompareTimelines(op=op, left=left, right=right, at=node.at), Kind.BOOLEAN
 
     def _compare_column(self, node, op, left, right, rk):
         if rk == Kind.DURATION:

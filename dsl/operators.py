@@ -199,6 +199,40 @@ def _compare_numeric(x: NumericSpans, op: str, c: float, frame: Frame) -> BoolSp
     return canonical_bool(key, new_start, value)
 
 
+def CompareTimelines(expr: A.CompareTimelines, frame: Frame, left: SpanSet, right: SpanSet) -> BoolSpans:
+    """Two timelines, pointwise: unknown where either is unknown. Numeric sides compare through
+    their difference (a line per aligned span, slope in -1..1), so crossings are exact."""
+    key, start, (li, ri) = align((left, right), frame)
+    if isinstance(left, NumericSpans) and isinstance(right, NumericSpans):
+        def value(x: NumericSpans, ix: np.ndarray) -> np.ndarray:
+            return x.v0[ix] + x.slope[ix] * (start - x.start[ix])
+
+        difference = canonical_numeric(key, start, value(left, li) - value(right, ri),
+                                       left.slope[li] - right.slope[ri])
+        return _compare_numeric(difference, expr.op, 0.0, frame)
+    # State and boolean sides: a table of every (left value, right value) pair; the last row
+    # and column are unknown.
+    lvals, lcode = _values_and_codes(left, li)
+    rvals, rcode = _values_and_codes(right, ri)
+    table = np.full((len(lvals) + 1, len(rvals) + 1), UNKNOWN, dtype=np.int8)
+    for i, a in enumerate(lvals):
+        for j, b in enumerate(rvals):
+            table[i, j] = compare_values(a, expr.op, b)
+    return canonical_bool(key, start, table[lcode, rcode])
+
+
+def _values_and_codes(x: SpanSet, ix: np.ndarray) -> tuple[list, np.ndarray]:
+    """The distinct values of a state or boolean span set and, per aligned span, its row
+    (len(values) = unknown)."""
+    if isinstance(x, StateSpans):
+        code = x.code[ix].astype(np.int64)
+        return list(x.vocab), np.where(code < 0, len(x.vocab), code)
+    if isinstance(x, BoolSpans):
+        value = x.value[ix].astype(np.int64)  # FALSE 0, UNKNOWN 1, TRUE 2
+        return [False, True], np.select([value == FALSE, value == TRUE], [0, 1], 2)
+    raise NotImplementedError(f"no CompareTimelines rule for {type(x).__name__}")
+
+
 def _vector_compare(v0: np.ndarray, ops: np.ndarray, c: np.ndarray) -> np.ndarray:
     out = np.full(len(v0), UNKNOWN, dtype=np.int8)
     known = ~np.isnan(v0)

@@ -109,6 +109,8 @@ class Reference:
         if isinstance(node, A.Compare):
             c = node.right.ms if isinstance(node.right, A.Duration) else node.right.value
             return compare(self.at(node.left, t), node.op, c)
+        if isinstance(node, A.CompareTimelines):  # two timelines, pointwise
+            return compare(self.at(node.left, t), node.op, self.at(node.right, t))
         if isinstance(node, A.And):
             return k_and([self.at(o, t) for o in node.operands])
         if isinstance(node, A.Or):
