@@ -239,20 +239,26 @@ class Not(Node):
 
 
 class LatestEventToState(Node):
+    """The latest non-null value of a column; with `where`, among the events that match it
+    (`latest_event_to_state(revision.rev_id, meta.stream == "mediawiki.page_change.v1")`)."""
+
     column: Column
+    where: Node | None = None   # an event predicate
     rule: ClassVar[str] = "latest_event_to_state"
     spellings: ClassVar[tuple[Spelling, ...]] = (
-        Spelling(("TL_LatestEventToState",), '{name}(col("field"))'),
-        Spelling(("latest_event_to_state",), "{name}(field)"),
+        Spelling(("TL_LatestEventToState",), '{name}(col("field")) or {name}(col("field"), col("f") == "v")', 1, 2),
+        Spelling(("latest_event_to_state",), '{name}(field) or {name}(field, f == "v")', 1, 2),
     )
     evaluation: ClassVar[Evaluation | None] = "leaf"
-    arguments: ClassVar[tuple[str, ...]] = ("column",)
+    arguments: ClassVar[tuple[str, ...]] = ("column", "where")
 
     def children(self) -> tuple[Node, ...]:
-        return (self.column,)
+        return (self.column,) if self.where is None else (self.column, self.where)
 
     def text(self) -> str:
-        return f"latest_event_to_state({self.column.text()})"
+        if self.where is None:
+            return f"latest_event_to_state({self.column.text()})"
+        return f"latest_event_to_state({self.column.text()}, {strip_parens(self.where.text())})"
 
 
 class HasExisted(Node):

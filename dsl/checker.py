@@ -211,20 +211,23 @@ class _Checker:
             hint = (f'col("{col.value}")' if isinstance(col, A.Literal) and isinstance(col.value, str)
                     else 'col("field")')
             self.fail(col, f"latest_event_to_state needs a column, got {kind_words(kind)}", hint)
-        return A.LatestEventToState(column=col, at=node.at), Kind.STATE
+        where = None if node.where is None else self._predicate(
+            node, node.where, "latest_event_to_state", 'latest_event_to_state(f, col("event") == "edit")')
+        return A.LatestEventToState(column=col, where=where, at=node.at), Kind.STATE
 
-    def _predicate(self, node, raw, op_name):
+    def _predicate(self, node, raw, op_name, example: str | None = None):
         pred, kind = self.check(raw)
+        example = example or f'{op_name}(col("event") == "play")'
         if kind == Kind.PREDICATE:
             return pred
         if kind == Kind.BOOLEAN:
             self.fail(pred, f"{op_name} takes an event predicate, got a boolean timeline",
-                      f'a test of one event, like {op_name}(col("event") == "play")')
+                      f"a test of one event, like {example}")
         if kind == Kind.COLUMN:
             self.fail(pred, f"{op_name} needs a test, but '{_t(pred)}' is a bare column",
                       f'a comparison, like {_t(pred)} == "value"')
         self.fail(pred, f"{op_name} takes an event predicate, got {kind_words(kind)}",
-                  f'a test of one event, like {op_name}(col("event") == "play")')
+                  f"a test of one event, like {example}")
 
     def check_HasExisted(self, node: A.HasExisted):
         pred = self._predicate(node, node.predicate, "has_existed")

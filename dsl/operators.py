@@ -37,9 +37,12 @@ from timeline.dsl.spans import (
 
 
 def LatestEventToState(expr: A.LatestEventToState, events: EventFrame) -> StateSpans:
-    """The latest non-null value of a field; at equal times the later arrival wins."""
+    """The latest non-null value of a field (among the events matching `where`, if given);
+    at equal times the later arrival wins."""
     col = events.column(expr.column.path)
     key, time, code = events.key, events.time, col.codes
+    if expr.where is not None:  # an event that does not match carries no value
+        code = np.where(evaluate_predicate(expr.where, events) == TRUE, code, -1)
     n = len(key)
     if n == 0:
         return StateSpans(key, time, code, tuple(col.vocab))

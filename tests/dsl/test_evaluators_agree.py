@@ -43,7 +43,8 @@ predicate_leaf = st.sampled_from([
 window = st.sampled_from(["1ms", "3ms", "7ms", "15ms"])
 small_duration = st.sampled_from(["0ms", "1ms", "2ms", "5ms", "9ms", "0.004"])
 COMPARISONS = st.sampled_from(["<", "<=", ">", ">=", "==", "!="])
-state_leaf = st.sampled_from(["latest_event_to_state(s)", "latest_event_to_state(n)", 'TL_LatestEventToState(col("f"))'])
+state_leaf = st.sampled_from(["latest_event_to_state(s)", "latest_event_to_state(n)", 'TL_LatestEventToState(col("f"))',
+                             "latest_event_to_state(n, f == true)", 'latest_event_to_state(s, n > 1 || s == "z")'])
 
 
 def boolean_exprs():

@@ -31,6 +31,22 @@ class TestLatestEventToState:
                   {"k": "a", "t": "2025-02-07T13:29:01.500Z", "page": {"ns": 1}}]
         assert spans('latest_event_to_state(page.ns)', events) == [(1738934940000, 0), (1738934941500, 1)]
 
+    def test_where_keeps_only_the_matching_events(self):
+        # the latest rev of an edit, whatever the predictions in between carry
+        events = [ev(1, s="edit", rev=101), ev(2, s="edit", rev=102), ev(3, s="pred", rev=101)]
+        assert spans('latest_event_to_state(rev, s == "edit")', events) == [(1, 101), (2, 102)]
+        assert spans('TL_LatestEventToState(col("rev"), col("s") == "pred")', events) == [(1, None), (3, 101)]
+        assert spans("latest_event_to_state(rev)", events) == [(1, 101), (2, 102), (3, 101)]
+
+    def test_where_must_be_an_event_predicate(self):
+        import pytest
+
+        from timeline.dsl.compiler import compile_expression
+        from timeline.dsl.errors import DslTypeError
+
+        with pytest.raises(DslTypeError, match="takes an event predicate, got a boolean timeline"):
+            compile_expression('latest_event_to_state(rev, has_existed(s == "edit"))')
+
 
 class TestHasExisted:
     def test_false_from_first_event_true_from_first_match(self):

@@ -98,6 +98,8 @@ class Reference:
         if isinstance(node, A.LatestEventToState):
             value = None
             for et, _, ev in self.events:
+                if node.where is not None and predicate(node.where, ev) is not True:
+                    continue
                 if et <= t and field(ev, node.column.path) is not None:
                     value = field(ev, node.column.path)
             return value
