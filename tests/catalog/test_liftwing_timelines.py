@@ -53,7 +53,7 @@ LIFECYCLE = [edit(0, 1), prediction(3, 1, ["France"]), edit(100, 2), edit(500, 3
              prediction(520, 3, ["France", "Germany"]), prediction(90_000, 3, ["France", "Germany"])]
 
 
-def evaluate(name: str, events: list[dict], at_s: float):
+def evaluate(name: str, events: list[dict], at_s: float, at_ms: int | None = None):
     d = CATALOG[name]
     topics = {t for t, _, _, _ in d.sources}
     mine = [e for e in events if e["meta"]["stream"] in topics]  # what the feeders of its sources deliver
@@ -62,7 +62,7 @@ def evaluate(name: str, events: list[dict], at_s: float):
     data = b"\n".join(msgspec.json.encode(e) for e in mine)
     decoded = decode_jsonl(data, split_key_paths(key), split_path(time), plan.columns())
     assert not decoded.bad
-    return msgspec.json.decode(msgspec.json.encode(run_eval(plan, decoded, T0 + int(at_s * 1000), None, None)))
+    return msgspec.json.decode(msgspec.json.encode(run_eval(plan, decoded, at_ms if at_ms is not None else T0 + int(at_s * 1000), None, None)))
 
 
 def test_prediction_wait_counts_the_time_edits_waited():

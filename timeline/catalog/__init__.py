@@ -28,6 +28,40 @@ ELIGIBLE = ('latest_event_to_state(page.namespace_id) == 0 && latest_event_to_st
 AWAITING = f'latest_event_to_state(meta.stream) == "{PAGE_CHANGE}" && {ELIGIBLE}'
 
 
+# --- per revision (issue 13 item 4) -----------------------------------------------------------
+# Wikimedia joins an edit to its prediction by (wiki_id, revision.rev_id): a prediction answers
+# the revision it names, not the page's latest edit. Two ways to follow that:
+#   per revision: key wiki_id,revision.rev_id; a revision waits from its edit until a prediction
+#     for it (or its page is deleted);
+#   per page: the page is waiting while the revision of its latest edit differs from the revision
+#     of its latest prediction (two timelines compared), so a late or duplicate prediction for an
+#     older revision does not end the wait of a newer edit.
+REVISION_KEY = "wiki_id,revision.rev_id"
+IS_EDIT = f'meta.stream == "{PAGE_CHANGE}"'
+IS_PREDICTION = f'meta.stream == "{ARTICLE_COUNTRY}"'
+# One event: an edit (create, edit, move, ...) LiftWing's article-country model answers.
+ANSWERED_EDIT = (f'{IS_EDIT} && page.namespace_id == 0 && page.is_redirect == false && page_change_kind != "delete"'
+                 ' && wiki_id != "commonswiki" && wiki_id != "wikidatawiki" && wiki_id != "metawiki"')
+REVISION_AWAITING = (f"has_existed({ANSWERED_EDIT}) && !has_existed({IS_PREDICTION})"
+                     f' && !has_existed({IS_EDIT} && page_change_kind == "delete")')
+
+
+def _of_edits(field: str) -> str:
+    return f"latest_event_to_state({field}, {IS_EDIT})"
+
+
+EDITED_REVISION = _of_edits("revision.rev_id")
+PREDICTED_REVISION = f"latest_event_to_state(revision.rev_id, {IS_PREDICTION})"
+# The page's latest edit is one the model answers, and no prediction names its revision yet.
+LATEST_EDIT_ANSWERED_BY_MODEL = (
+    f'{_of_edits("page.namespace_id")} == 0 && {_of_edits("page.is_redirect")} == false'
+    f' && {_of_edits("page_change_kind")} != "delete"'
+    ' && latest_event_to_state(wiki_id) != "commonswiki" && latest_event_to_state(wiki_id) != "wikidatawiki"'
+    ' && latest_event_to_state(wiki_id) != "metawiki"')
+PAGE_AWAITING_REVISION = (f"{LATEST_EDIT_ANSWERED_BY_MODEL}"
+                          f" && ({EDITED_REVISION} != {PREDICTED_REVISION} || !has_existed({IS_PREDICTION}))")
+
+
 class Definition(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -46,6 +80,10 @@ SCHEMAS = {PAGE_CHANGE: "mediawiki/page/change",
 
 def _page_sources(*streams: str) -> tuple[tuple[str, str, str, str], ...]:
     return tuple((s, PAGE_KEY, INGESTED, SCHEMAS[s]) for s in streams)
+
+
+def _revision_sources(*streams: str) -> tuple[tuple[str, str, str, str], ...]:
+    return tuple((s, REVISION_KEY, INGESTED, SCHEMAS[s]) for s in streams)
 
 
 CATALOG: dict[str, Definition] = {d.name: d for d in [
@@ -81,5 +119,39 @@ CATALOG: dict[str, Definition] = {d.name: d for d in [
                 "prediction.",
         expression="duration_in_cur_state(latest_event_to_state(predicted_classification.predictions))",
         sources=_page_sources(ARTICLE_COUNTRY),
+    ),
+    Definition(
+        name="revision-wait",
+        title="How long each revision waited for its own prediction",
+        answers="Per revision (key wiki_id:rev_id): from the edit that created it, if the model answers it "
+                "(namespace 0, no redirect, a Wikipedia), until a prediction for that revision (or the page's "
+                "deletion); the value is the time waited (ms), growing while it waits.",
+        expression=f"duration_where({REVISION_AWAITING})",
+        sources=_revision_sources(PAGE_CHANGE, ARTICLE_COUNTRY),
+    ),
+    Definition(
+        name="revision-slo-breach",
+        title="Revisions waiting longer than the SLO (5 minutes) for their prediction right now",
+        answers="Per revision: true while the revision still waits for its prediction and has waited more "
+                "than 5 minutes.",
+        expression=f"({REVISION_AWAITING}) && duration_where({REVISION_AWAITING}) > 5m",
+        sources=_revision_sources(PAGE_CHANGE, ARTICLE_COUNTRY),
+    ),
+    Definition(
+        name="page-revision-wait",
+        title="How long each page waited for the prediction of its latest edited revision",
+        answers="A page waits while its latest edit is one the model answers and the revision of its latest "
+                "prediction is not the revision of its latest edit; the value is the total time waited (ms). "
+                "A late or duplicate prediction for an older revision does not end the wait of a newer edit.",
+        expression=f"duration_where({PAGE_AWAITING_REVISION})",
+        sources=_page_sources(PAGE_CHANGE, ARTICLE_COUNTRY),
+    ),
+    Definition(
+        name="page-slo-breach",
+        title="Pages whose latest edit has waited longer than the SLO (5 minutes) for its own prediction",
+        answers="True while the page waits for the prediction of its latest edited revision (as in "
+                "page-revision-wait) and that revision was edited more than 5 minutes ago.",
+        expression=f"({PAGE_AWAITING_REVISION}) && duration_in_cur_state({EDITED_REVISION}) > 5m",
+        sources=_page_sources(PAGE_CHANGE, ARTICLE_COUNTRY),
     ),
 ]}
