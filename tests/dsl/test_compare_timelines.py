@@ -8,21 +8,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_evaluators_agree import (
-    COMPARISONS,
-    batch_timelines,
-    check_against_reference,
-    compile_or_skip,
-    events_strategy,
-    feed_in_batches,
-    numeric_exprs,
     BOOLEAN,
+    COMPARISONS,
+    check_against_reference,
+    check_incremental_against_batch,
+    events_strategy,
+    numeric_exprs,
     state_leaf,
 )
 
 from timeline.dsl import ast as A
 from timeline.dsl.compiler import compile_expression
 from timeline.dsl.errors import DslTypeError
-from timeline.dsl.incremental import IncrementalEvaluator
 
 WAITED = 'duration_where(latest_event_to_state(s) == "x")'   # t while s is x, then flat
 IN_STATE = "duration_in_cur_state(latest_event_to_state(s))"  # resets at each change of s
@@ -104,9 +101,4 @@ def test_comparisons_equal_per_ms_reference(source, events):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=COMPARED, events=events_strategy, cuts=st.lists(st.integers(0, 25), max_size=6))
 def test_incremental_comparisons_equal_batch(source, events, cuts):
-    plan = compile_or_skip(source)
-    evaluator = IncrementalEvaluator(plan)
-    for hi in feed_in_batches(evaluator, events, cuts):
-        for node_id, per_key in batch_timelines(plan, events[:hi]).items():
-            for name, tl in per_key.items():
-                assert evaluator.timeline(name, node_id) == tl, (source, node_id, name)
+    check_incremental_against_batch(source, events, cuts)
