@@ -43,12 +43,11 @@ class Stack:
         self.store_url = f"sqlite:///{state / 'results.db'}"
         self.ep = ["--temporal", self.temporal.address, "--pulsar", self.pulsar.address, "--store", self.store_url]
         self.batch_size, self.linger_ms = batch_size, linger_ms
-        self.procs = []
+        self.procs: list[stack.ManagedProcess] = []
         self.topics: list[str] = []
 
-    def spawn(self, name: str, argv: list[str]):
-        log = self.state / "logs" / f"{name}.log"
-        proc, _ = stack._launch(name, [sys.executable, "-m", "timeline.cli.main", *argv, *self.ep], log, ROOT)
+    def spawn(self, name: str, argv: list[str]) -> stack.ManagedProcess:
+        proc = stack.launch_component(name, [*argv, *self.ep], self.state / "logs")
         self.procs.append(proc)
         return proc
 
@@ -62,23 +61,16 @@ class Stack:
     def register(self, name: str, topic: str, shards: int):
         import subprocess
 
-        out = subprocess.run([sys.executable, "-m", "timeline.cli.main", "register", name, CIR, "--topic", topic, "--key",
-                              "session_id", "--time", "ts", "--shards", str(shards), "--idle-timeout", "1h",
-                              "--temporal", self.temporal.address, "--store", self.store_url],
+        out = subprocess.run(stack.timeline_command("register", name, CIR, "--topic", topic, "--key", "session_id",
+                                                    "--time", "ts", "--shards", str(shards), "--idle-timeout", "1h",
+                                                    "--temporal", self.temporal.address, "--store", self.store_url),
                              capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
             raise SystemExit(out.stderr)
 
     def close(self):
         for p in self.procs:
-            try:
-                import os
-                import signal
-
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=20)
-            except Exception:
-                p.kill()
+            p.stop(timeout=20)
         self.pulsar.stop()
         self.temporal.stop()
 

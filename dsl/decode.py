@@ -21,9 +21,12 @@ from timeline.dsl.events import (
     EventFrame,
     ValueEncoder,
     get_path,
+    join_key_parts,
+    json_depth,
     parse_key,
     parse_time,
 )
+from timeline.dsl.limits import MAX_EVENT_BYTES, MAX_EVENT_DEPTH, MAX_TIME_MS, MIN_TIME_MS
 
 CHUNK_BYTES = 4 << 20
 
@@ -145,7 +148,8 @@ def decode_jsonl(
     """Decode newline-delimited JSON events into an EventFrame.
 
     `key_path` is one dotted path as a tuple, or a tuple of them for a composite
-    key (its parts joined by ':')."""
+    key (its parts joined by `events.join_key_parts`). Lines past the event
+    limits (size, nesting, time range) are bad lines, like unparsable ones."""
     was_enabled = gc.isenabled()
     gc.disable()  # millions of new objects, no cycles: skip the collector's passes
     try:
@@ -211,17 +215,33 @@ def _chunks(data: bytes) -> Iterable[tuple[int, bytes]]:
         start = end
 
 
+def _may_break_limits(chunk: bytes) -> bool:
+    """A cheap vectorised look for lines past the size or nesting limit. Brackets
+    are counted without telling strings apart, so it may send a harmless chunk
+    to the careful path (which checks each line exactly), never the reverse for
+    size; nesting the decoder can read is harmless either way."""
+    data = np.frombuffer(chunk, dtype=np.uint8)
+    newlines = np.flatnonzero(data == 10)
+    bounds = np.concatenate(([-1], newlines, [len(data)]))
+    if len(bounds) and int(np.diff(bounds).max()) - 1 > MAX_EVENT_BYTES:
+        return True
+    step = (data == 123).astype(np.int8) + (data == 91) - (data == 125) - (data == 93)
+    return bool(len(step)) and int(np.cumsum(step, dtype=np.int64).max()) > MAX_EVENT_DEPTH
+
+
 def _decode_chunk_fast(chunk: bytes, decoder, struct_type, key_paths, time_path):
     """All-or-nothing decode of a chunk; None sends the chunk to the careful path."""
+    if _may_break_limits(chunk):
+        return None
     try:
         rows = decoder.decode_lines(chunk)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     parts = [_fast_extract(rows, p, struct_type) for p in key_paths]
     raw_times = _fast_extract(rows, time_path, struct_type)
     if any(None in part or "" in part for part in parts) or None in raw_times:
         return None
-    keys = parts[0] if len(parts) == 1 else [":".join(map(str, ks)) for ks in zip(*parts)]
+    keys = parts[0] if len(parts) == 1 else [join_key_parts([str(k) for k in ks]) for ks in zip(*parts)]
     try:
         times = np.array(raw_times, dtype=np.int64)
     except (ValueError, TypeError, OverflowError):
@@ -229,29 +249,37 @@ def _decode_chunk_fast(chunk: bytes, decoder, struct_type, key_paths, time_path)
             times = np.array([parse_time(t) for t in raw_times], dtype=np.int64)
         except EventError:
             return None
+    if len(times) and (int(times.min()) < MIN_TIME_MS or int(times.max()) > MAX_TIME_MS):
+        return None
     return rows, keys, times
 
 
+_TOO_DEEP = f"nested more than {MAX_EVENT_DEPTH} levels deep (the limit)"
+
+
 def _decode_line(raw: bytes, decoder, any_decoder, key_paths, time_path, time_s):
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError(f"the event is {len(raw):,} bytes; the limit is {MAX_EVENT_BYTES:,}")
+    try:
+        whole = any_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise EventError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise EventError(_TOO_DEEP) from None
+    if not isinstance(whole, dict):
+        raise EventError(f"not a JSON object: {type(whole).__name__}")
+    if json_depth(whole) > MAX_EVENT_DEPTH:
+        raise EventError(_TOO_DEEP)
     try:
         row = decoder.decode(raw)
         parts = [_fast_extract([row], p, type(row))[0] for p in key_paths]
         t = _fast_extract([row], time_path, type(row))[0]
     except msgspec.ValidationError:
-        row = None
-    except msgspec.DecodeError as exc:
-        raise EventError(f"not valid JSON: {exc}") from None
-    if row is None:
-        try:
-            row = any_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise EventError(f"not valid JSON: {exc}") from None
-        if not isinstance(row, dict):
-            raise EventError(f"not a JSON object: {type(row).__name__}")
+        row = whole
         parts = [get_path(row, p) for p in key_paths]
         t = get_path(row, time_path)
     keys = [parse_key(part, ".".join(p)) for part, p in zip(parts, key_paths)]
-    return row, ":".join(keys), parse_time(t, time_s)
+    return row, join_key_parts(keys), parse_time(t, time_s)
 
 
 def _factorize_keys(keys: list) -> tuple[list[str], np.ndarray]:

@@ -25,6 +25,9 @@ class SourceSpan:
     end_pos: int
 
 
+_SHOWN_LINE_CHARS = 120
+
+
 class DslError(TimelineError):
     """A mistake in an expression, reported with line, column and a caret."""
 
@@ -51,10 +54,16 @@ class DslError(TimelineError):
         if self.span is not None:
             lines = self.source.splitlines() or [""]
             src_line = lines[self.span.line - 1] if self.span.line - 1 < len(lines) else ""
+            column = self.span.column
             width = 1
             if self.span.end_line == self.span.line:
                 width = max(1, self.span.end_column - self.span.column)
-            text += f"\n  {src_line}\n  {' ' * (self.span.column - 1)}{'^' * width}"
+            if len(src_line) > _SHOWN_LINE_CHARS:  # show a window around the caret, not a huge line
+                lo = max(0, column - 1 - _SHOWN_LINE_CHARS // 2)
+                src_line = ("..." if lo else "") + src_line[lo:lo + _SHOWN_LINE_CHARS] + "..."
+                column = column - lo + (3 if lo else 0)
+                width = min(width, _SHOWN_LINE_CHARS)
+            text += f"\n  {src_line}\n  {' ' * (column - 1)}{'^' * width}"
         if self.expected:
             text += f"\n  expected: {self.expected}"
         return text

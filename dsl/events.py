@@ -18,6 +18,7 @@ import numpy as np
 
 from timeline.dsl import ast as A
 from timeline.dsl.errors import EventError
+from timeline.dsl.limits import MAX_EVENT_DEPTH, MAX_TIME_MS, MIN_TIME_MS
 from timeline.dsl.spans import FALSE, TRUE, UNKNOWN, Frame, sort_order
 
 MISSING = object()
@@ -190,13 +191,43 @@ def get_path(event: Any, path: Sequence[str]) -> Any:
     return cur
 
 
+def json_depth(value: Any, limit: int = MAX_EVENT_DEPTH) -> int:
+    """Nesting depth of decoded JSON (a scalar is 0), walked with an explicit
+    stack; stops counting once past `limit`."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
 def field_value(event: Any, path: Sequence[str]) -> Any:
     value = get_path(event, path)
     return None if value is MISSING else value
 
 
 def parse_time(value: Any, path: str = "time") -> int:
-    """An event time in epoch ms: an integer, or an ISO-8601 string."""
+    """An event time in epoch ms: an integer, or an ISO-8601 string, within the
+    documented range (MIN_TIME_MS..MAX_TIME_MS, years 1..9999)."""
+    t = _parse_time(value, path)
+    if not MIN_TIME_MS <= t <= MAX_TIME_MS:
+        raise EventError(f"time at '{path}' is out of range: {value!r}; times are epoch ms from "
+                         f"{MIN_TIME_MS} to {MAX_TIME_MS} (years 1 to 9999)")
+    return t
+
+
+def _parse_time(value: Any, path: str) -> int:
     if isinstance(value, bool) or value is None or value is MISSING:
         raise EventError(f"no usable time at '{path}'" + ("" if value is MISSING else f": {value!r}"))
     if isinstance(value, int):
@@ -238,9 +269,44 @@ def split_key_paths(text: str) -> tuple[tuple[str, ...], ...]:
 
 
 def event_key(event: Any, key_paths: Sequence[tuple[str, ...]]) -> str:
-    """The key of an event: one field, or the parts of a composite key joined by ':'."""
-    parts = [parse_key(get_path(event, p), ".".join(p)) for p in key_paths]
-    return parts[0] if len(parts) == 1 else ":".join(parts)
+    """The key of an event: one field, or the parts of a composite key (see `join_key_parts`)."""
+    return join_key_parts([parse_key(get_path(event, p), ".".join(p)) for p in key_paths])
+
+
+KEY_SEPARATOR = ":"
+
+
+def join_key_parts(parts: Sequence[str]) -> str:
+    """The one key encoding, used by `timeline eval`, the feeder, the store and the API.
+
+    A single key is itself, unchanged. A composite key joins its parts with ':'
+    after escaping, in each part, '\\' as '\\\\' and ':' as '\\:'. So
+    ("enwiki", "123") is `enwiki:123` as before, while ("a:b", "c") is `a\\:b:c`
+    and ("a", "b:c") is `a:b\\:c`: different parts never give the same key."""
+    if len(parts) == 1:
+        return parts[0]
+    return KEY_SEPARATOR.join(_escape_key_part(p) for p in parts)
+
+
+def _escape_key_part(part: str) -> str:
+    if "\\" not in part and KEY_SEPARATOR not in part:
+        return part
+    return part.replace("\\", "\\\\").replace(KEY_SEPARATOR, "\\" + KEY_SEPARATOR)
+
+
+def split_key(key: str) -> list[str]:
+    """The parts of a composite key made by `join_key_parts` (the inverse)."""
+    parts, current, chars = [], [], iter(key)
+    for ch in chars:
+        if ch == "\\":
+            current.append(next(chars, ""))
+        elif ch == KEY_SEPARATOR:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
 
 
 def split_path(path: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import (
@@ -26,6 +27,13 @@ from timeline.dsl.errors import (
     DslSyntaxError,
     SourceSpan,
     UnknownOperatorError,
+)
+from timeline.dsl.limits import (
+    MAX_EXPRESSION_CHARS,
+    MAX_EXPRESSION_DEPTH,
+    MAX_INT,
+    MAX_STRING_CONSTANT_CHARS,
+    MIN_INT,
 )
 
 DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -130,6 +138,9 @@ class _ToAst(Transformer):
         raw = str(tok)
         if raw.startswith("'"):
             raw = '"' + raw[1:-1].replace('\\"', '"').replace('"', '\\"') + '"'
+        if len(raw) - 2 > MAX_STRING_CONSTANT_CHARS:
+            raise self._err(DslSyntaxError, f"this string constant is {len(raw) - 2:,} characters long; "
+                            f"the limit is {MAX_STRING_CONSTANT_CHARS:,}", tok, "a shorter string")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -140,6 +151,12 @@ class _ToAst(Transformer):
         tok: Token = children[0]
         text = str(tok)
         value: int | float = float(text) if any(c in text for c in ".eE") else int(text)
+        if isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
+            raise self._err(DslSyntaxError, f"the number {text} does not fit a 64-bit integer", tok,
+                            f"an integer from {MIN_INT} to {MAX_INT}, or a decimal like 1.5e30")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self._err(DslSyntaxError, f"the number {text} is too large for a float", tok,
+                            "a finite number (at most about 1.8e308)")
         return A.Literal(value=value, at=_span_of(tok))
 
     def duration(self, children):
@@ -254,10 +271,15 @@ def parse(source: str) -> A.Query:
     if not isinstance(source, str) or not source.strip():
         raise DslSyntaxError("the expression is empty", source or "", None,
                              'a timeline, like has_existed(col("event") == "play")')
+    if len(source) > MAX_EXPRESSION_CHARS:
+        at = SourceSpan(1, 1, 1, 2, MAX_EXPRESSION_CHARS, MAX_EXPRESSION_CHARS + 1)
+        raise DslSyntaxError(f"the expression is {len(source):,} characters long; the limit is "
+                             f"{MAX_EXPRESSION_CHARS:,}", source[:200], at, "a shorter expression")
     try:
         tree = _lark().parse(source)
     except UnexpectedInput as exc:
         raise _syntax_error(source, exc) from None
+    _check_depth(tree, source)
     try:
         return _AggregationCalls(source).transform(tree)
     except VisitError as exc:
@@ -291,3 +313,19 @@ def _syntax_error(source: str, exc: UnexpectedInput) -> DslSyntaxError:
             hint = _expected_words(exc.allowed)
         return DslSyntaxError(f"unexpected character {ch!r}", source, span, hint)
     return DslSyntaxError(str(exc).splitlines()[0], source, None)
+
+
+def _check_depth(tree: Tree, source: str) -> None:
+    """Reject expressions nested deeper than MAX_EXPRESSION_DEPTH before anything
+    walks them recursively (the transformer, checker, compiler and evaluators
+    would otherwise fail with RecursionError). Lark's LALR parser itself keeps
+    an explicit stack, so the parse tree is walked here with one too."""
+    stack: list[tuple[Tree, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise DslSyntaxError(
+                f"the expression is nested more than {MAX_EXPRESSION_DEPTH} levels deep", source, _span_of(node.meta),
+                "less nesting: Or(a, b, c, ...) and And(a, b, c, ...) take any number of operands, "
+                "and a chain like a || b || c nests one level per operator")
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))

@@ -310,10 +310,17 @@ def align(sets: Sequence[SpanSet], frame: Frame) -> tuple[np.ndarray, np.ndarray
     lengths = [len(s) for s in sets]
     key = np.concatenate([s.key for s in sets])
     start = np.concatenate([s.start for s in sets])
-    source = np.repeat(np.arange(len(sets), dtype=np.int8), lengths)
     order = sort_order(key, start, base)
-    key, start, source = key[order], start[order], source[order]
-    idx = [np.cumsum(source == i) - 1 for i in range(len(sets))]
+    key, start = key[order], start[order]
     keep = _keep_last_of_equal(key, start)
-    # cumsum counts per set; offset into each set is that count.
-    return key[keep], start[keep], [ix[keep] for ix in idx]
+    # Where each set's spans landed in the merged order (increasing, since the
+    # sort is stable and each set is sorted). The span of set i holding at merged
+    # position j is the count of set i's spans at positions <= j, minus one.
+    # Positions, not a per-element set number: any number of sets fits
+    # (an int8 set number wrapped past 127 sets).
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    kept_at = np.flatnonzero(keep)
+    bounds = np.concatenate(([0], np.cumsum(lengths)))
+    idx = [np.searchsorted(rank[lo:hi], kept_at, side="right") - 1 for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return key[keep], start[keep], idx

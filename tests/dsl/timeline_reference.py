@@ -80,16 +80,19 @@ class Reference:
         self.events = sorted(events, key=lambda e: (e[0], e[1]))
         self.origin = min(e[0] for e in events)
         self.lo, self.hi = lo, hi
-        self.memo: dict[A.Node, list] = {}
+        self.memo: dict[int, tuple[A.Node, list]] = {}  # id(node) -> (node, series)
 
     def series(self, node: A.Node) -> list:
-        if node not in self.memo:
-            self.memo[node] = [self._at(node, t) if t >= self.origin else None for t in range(self.lo, self.hi)]
+        # Memo by object identity: hashing an AST node walks its whole subtree,
+        # which made wide And/Or (hundreds of operands) quadratic here.
+        key = id(node)
+        if key not in self.memo:
+            self.memo[key] = (node, [self._at(node, t) if t >= self.origin else None for t in range(self.lo, self.hi)])
             if isinstance(node, A.DurationWhere):
-                self.memo[node] = self._duration_where(node)
+                self.memo[key] = (node, self._duration_where(node))
             if isinstance(node, A.DurationInCurState):
-                self.memo[node] = self._duration_in_cur_state(node)
-        return self.memo[node]
+                self.memo[key] = (node, self._duration_in_cur_state(node))
+        return self.memo[key][1]
 
     def at(self, node: A.Node, t: int):
         return self.series(node)[t - self.lo]

@@ -2,54 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from timeline.dsl.batch import root_timelines
 from timeline.dsl.incremental import KeyTimeline
+from timeline.runtime.stack import ManagedProcess, launch_component
 
 
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen
-    log: Path
-
-    def kill9(self) -> None:
-        os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGTERM)
-                self.popen.wait(timeout=20)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                try:
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.popen.wait(timeout=10)
-
-    def tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-
-def spawn(name: str, argv: list[str], logs: Path) -> Proc:
-    """`python -m cli.main ARGV` in its own process group, output to a log file."""
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{name}.log"
-    out = open(log, "ab")
-    popen = subprocess.Popen([sys.executable, "-m", "timeline.cli.main", *argv], stdout=out, stderr=subprocess.STDOUT,
-                             start_new_session=True, cwd=Path(__file__).resolve().parents[2])
-    return Proc(name, popen, log)
+def spawn(name: str, argv: list[str], logs: Path) -> ManagedProcess:
+    """`timeline ARGV` in its own process group, output to logs/NAME.log: the stack's one
+    process harness (stop() is SIGTERM then SIGKILL, kill() is kill -9, tail() its log)."""
+    return launch_component(name, argv, logs, die_with_parent=True)
 
 
 def batch_timelines(expression: str, records: list[dict], key: str, time: str) -> dict[str, KeyTimeline]:

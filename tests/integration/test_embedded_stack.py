@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -30,8 +33,10 @@ def test_up_register_demo_down(tmp_path):
         stack = json.loads((Path(home) / "stack.json").read_text())
         assert stack["temporal"] == f"127.0.0.1:{ports[0]}" and stack["api"] == f"http://127.0.0.1:{ports[3]}"
 
-        again = timeline("up", "--home", home)
-        assert again.returncode == 2 and "already running" in again.stderr
+        again = timeline("up", "--home", home)  # idempotent: everything runs, nothing is started
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "already running; nothing started" in again.stdout
+        assert json.loads((Path(home) / "stack.json").read_text())["processes"] == stack["processes"]
 
         status = timeline("status", "--home", home)
         assert status.returncode == 0 and "worker" in status.stdout and "running" in status.stdout
@@ -77,3 +82,79 @@ def test_commands_without_servers_say_what_to_do(tmp_path):
     assert out.returncode == 2 and "cannot reach Temporal" in out.stderr and "timeline up" in out.stderr
     bad = timeline("register", "x", "has_existed(a = 1)", "--topic", "t", "--key", "k", "--time", "t")
     assert bad.returncode == 2 and "1:15: syntax error" in bad.stderr
+
+
+def _record(home: str) -> dict:
+    return json.loads((Path(home) / "stack.json").read_text())
+
+
+def test_recovery_after_kill_9_restart_and_pid_checks(tmp_path):
+    """Issue 9, item 7: after kill -9 of one component, `status` exits 1 and `up`
+    starts just that one; `restart` restarts one; `down` never signals a PID that
+    now belongs to another program; a worker started by hand is listed by `status`."""
+    home = str(tmp_path / "home")
+    ports = [free_port() for _ in range(3)]
+    up = timeline("up", "--home", home, "--temporal-port", str(ports[0]), "--no-ui", "--pulsar-port", str(ports[1]),
+                  "--api-port", str(ports[2]))
+    bystander = None
+    by_hand = None
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        first = _record(home)
+        assert set(first["processes"]) == {"temporal", "pulsar", "worker", "feeder-video-events", "api"}
+
+        # kill -9 the worker: status says so and exits 1
+        os.kill(first["processes"]["worker"]["pid"], signal.SIGKILL)
+        status = timeline("status", "--home", home)
+        assert status.returncode == 1, status.stdout
+        assert re.search(r"^worker\s+STOPPED", status.stdout, re.M), status.stdout
+
+        # up starts the worker only
+        again = timeline("up", "--home", home)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "started: worker" in again.stdout and "temporal is already running" in again.stdout
+        second = _record(home)
+        assert second["processes"]["worker"]["pid"] != first["processes"]["worker"]["pid"]
+        assert second["processes"]["temporal"] == first["processes"]["temporal"]
+        assert timeline("status", "--home", home).returncode == 0
+
+        # restart one component
+        restarted = timeline("restart", "feeder", "--home", home)
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        third = _record(home)
+        assert third["processes"]["feeder-video-events"]["pid"] != second["processes"]["feeder-video-events"]["pid"]
+        assert third["processes"]["api"] == second["processes"]["api"]
+        unknown = timeline("restart", "nope", "--home", home)
+        assert unknown.returncode == 2 and "no component named 'nope'" in unknown.stderr
+
+        # A worker started by hand for this stack is reported (and left alone by down).
+        by_hand = subprocess.Popen([sys.executable, "-m", "timeline.cli.main", "worker", "--home", home],
+                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        status = timeline("status", "--home", home)
+        assert f"worker (by hand)" in status.stdout and str(by_hand.pid) in status.stdout, status.stdout
+
+        # A recorded PID that now belongs to another program: the api's entry points at a
+        # bystander (same PID, different start time and command line). Nobody signals it.
+        bystander = subprocess.Popen(["sleep", "600"], start_new_session=True)
+        record = _record(home)
+        api_pid = record["processes"]["api"]["pid"]
+        os.kill(api_pid, signal.SIGKILL)
+        record["processes"]["api"]["pid"] = bystander.pid
+        (Path(home) / "stack.json").write_text(json.dumps(record))
+        status = timeline("status", "--home", home)
+        assert status.returncode == 1 and "now belongs to another program" in status.stdout, status.stdout
+    finally:
+        down = timeline("down", "--home", home)
+        if by_hand is not None:
+            assert by_hand.poll() is None, "down stopped a worker it did not start"
+            assert "left running: worker" in down.stdout, down.stdout
+            by_hand.terminate()
+            by_hand.wait(timeout=60)
+        if bystander is not None:
+            assert bystander.poll() is None, "down signalled a PID that belongs to another program"
+            assert "left alone" in down.stdout, down.stdout
+            bystander.kill()
+            bystander.wait()
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert timeline("status", "--home", home).returncode == 1

@@ -42,6 +42,7 @@ log = logging.getLogger("timeline.api")
 
 
 from timeline.api.errors import ApiError, _install_error_handlers, _responses
+from timeline.api.limits import RequestBodyLimit
 from timeline.api.models import (
     KeysOut,
     KeyTimelineOut,
@@ -100,6 +101,7 @@ def create_app(endpoints: Endpoints) -> FastAPI:
     app = FastAPI(title="Timeline", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     _install_error_handlers(app)
+    app.add_middleware(RequestBodyLimit)
 
     @app.get("/timelines", response_model=TimelineListOut, summary="List registered timelines")
     async def list_timelines() -> TimelineListOut:
@@ -110,7 +112,7 @@ def create_app(endpoints: Endpoints) -> FastAPI:
     @app.post("/timelines", response_model=RegisteredOut, status_code=201,
               summary="Register a timeline and start its workflow tree",
               responses={200: {"model": RegisteredOut, "description": "the same registration existed"},
-                         **_responses(400, 409, 422, 503)})
+                         **_responses(400, 409, 413, 422, 503)})
     async def register(body: RegisterIn, response: Response) -> RegisteredOut:
         if body.sources is None and not (body.source_topic and body.key_path and body.time_path):
             raise ApiError(400, "give source_topic, key_path and time_path, or sources: "

@@ -78,9 +78,9 @@ def _time(value: str | None, name: str) -> int | None:
         return None
     try:
         return parse_time(value, name)
-    except TimelineError:
-        raise ApiError(400, f"{name}={value!r} is not a time: give epoch milliseconds (1738934940000) or "
-                            "ISO-8601 (2025-02-07T13:29:00Z)") from None
+    except TimelineError as exc:
+        raise ApiError(400, f"{name}={value!r} is not a time ({getattr(exc, 'reason', exc)}): give epoch "
+                            "milliseconds (1738934940000) or ISO-8601 (2025-02-07T13:29:00Z)") from None
 
 
 def _provisional(end: int | None, watermark: int | None, final: bool) -> bool:

@@ -33,12 +33,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
+
 from timeline.dsl.errors import TimelineError
 
 HOST = "127.0.0.1"
 TEMPORAL_START_TIMEOUT = 60.0
 PULSAR_START_TIMEOUT = 30.0
 LOG_TAIL_LINES = 30
+# Components run with the project root as their working directory (it holds examples/).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 T = TypeVar("T")
 
@@ -104,98 +108,179 @@ def _choose_port(port: int | None, service: str, what: str, option: str) -> int:
 # processes
 
 
-def pid_alive(pid: int) -> bool:
-    """True while pid runs; reaps it if it is our exited child, so zombies count as dead."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass  # not our child: fall back to signal 0 and /proc
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie that is not ours to reap is still dead for our purposes
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+# How far two readings of one process's start time may differ (psutil computes it
+# from clock ticks since boot, so it is stable; this only absorbs float rounding).
+START_TIME_TOLERANCE_S = 0.05
 
 
-@dataclass
-class ServerProcess:
-    """A running local server: enough to reach it, read its log and stop it by PID."""
+@dataclass(kw_only=True)
+class ManagedProcess:
+    """A process we started, and how to recognise it again before signalling it.
+
+    A PID alone is not an identity: once the process is gone the number can be
+    given to an unrelated program. So the record keeps the process's start time
+    and command line (read with psutil), and every signal is sent only after
+    both still match. The record round-trips through JSON (`stack.json`), so a
+    later `timeline down` or `status` in another process checks the same way.
+    """
 
     name: str
     pid: int
-    port: int
-    address: str  # what a client connects to: "127.0.0.1:7233" or "pulsar://127.0.0.1:6650"
     log_path: Path
-    data_path: Path  # the durable state: Temporal's SQLite file, pulsar-lite's db path
-    extra_ports: dict[str, int] = field(default_factory=dict)
+    started: float = 0.0              # psutil create_time()
+    cmdline: tuple[str, ...] = ()
+    log_offset: int = 0               # where this run's output starts in the log
     _popen: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
-    def alive(self) -> bool:
-        if self._popen is not None:
-            return self._popen.poll() is None
-        return pid_alive(self.pid)
-
-    def _signal(self, sig: signal.Signals) -> None:
-        # Signal the whole group only when the server leads its own group (we start it
-        # that way); otherwise a PID from elsewhere could make us signal a stranger's group.
+    @classmethod
+    def adopt(cls, name: str, popen: subprocess.Popen[bytes], argv: list[str], log_path: Path,
+              log_offset: int = 0, **extra) -> "ManagedProcess":
+        """The record of a process we just launched with `argv`."""
         try:
-            if os.getpgid(self.pid) == self.pid:
-                os.killpg(self.pid, sig)
-                return
-        except ProcessLookupError:
-            # Leader gone: children left in its group still carry pgid == pid.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, sig)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, sig)
+            started = psutil.Process(popen.pid).create_time()
+        except psutil.Error:
+            started = 0.0  # already gone: identify() will say so
+        return cls(name=name, pid=popen.pid, log_path=Path(log_path), started=started, cmdline=tuple(argv),
+                   log_offset=log_offset, _popen=popen, **extra)
 
-    def _wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                return True
-            time.sleep(0.05)
-        return not self.alive()
+    def to_record(self) -> dict:
+        return {"pid": self.pid, "started": self.started, "cmdline": list(self.cmdline), "log": str(self.log_path)}
 
-    def stop(self, timeout: float = 10) -> None:
-        """SIGTERM (graceful: flushes state), then SIGKILL after `timeout` seconds.
+    @classmethod
+    def from_record(cls, name: str, record: dict) -> "ManagedProcess":
+        return cls(name=name, pid=int(record.get("pid") or 0), log_path=Path(record.get("log") or "/dev/null"),
+                   started=float(record.get("started") or 0.0), cmdline=tuple(record.get("cmdline") or ()))
 
-        Either way the process group is swept with SIGKILL so no helper outlives it.
-        Safe to call twice.
-        """
-        if self.alive():
-            self._signal(signal.SIGTERM)
-            if not self._wait(timeout):
-                self._signal(signal.SIGKILL)
-                self._wait(5)
-            # Sweep helpers left in its group. Only right after we stopped it: a later
-            # call could meet a recycled PID.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+    def process(self) -> psutil.Process | None:
+        """The live process this record describes, or None: exited, a zombie, or the PID now
+        belongs to another program (different start time or command line)."""
+        if self._popen is not None and self._popen.poll() is not None:
+            return None
+        if self.pid <= 0:
+            return None
+        try:
+            proc = psutil.Process(self.pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            if not self.started or abs(proc.create_time() - self.started) > START_TIME_TOLERANCE_S:
+                return None
+            if self.cmdline and tuple(proc.cmdline()) != self.cmdline:
+                return None
+            return proc
+        except psutil.Error:  # gone, or not ours to inspect: never signal what we cannot identify
+            return None
+
+    def alive(self) -> bool:
+        return self.process() is not None
+
+    def pid_reused(self) -> bool:
+        """True when the PID is alive but is not this process (another program got the number)."""
+        if self.process() is not None or self.pid <= 0:
+            return False
+        try:
+            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def _signal(self, proc: psutil.Process, sig: signal.Signals) -> None:
+        # The whole group only when the process leads its own group (we start it that way):
+        # its helpers go too, and a stranger's group is never signalled.
+        try:
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+
+    def _wait(self, proc: psutil.Process, timeout: float) -> bool:
         if self._popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self._popen.wait(timeout=1)  # reap, so no zombie stays behind
+                self._popen.wait(timeout=timeout)
+            return self._popen.poll() is not None
+        try:
+            proc.wait(timeout=timeout)
+        except psutil.TimeoutExpired:
+            return False
+        except psutil.Error:
+            pass
+        return True
+
+    def stop(self, timeout: float = 10) -> bool:
+        """SIGTERM (graceful: flushes state), then SIGKILL after `timeout` seconds; the
+        process group is swept with SIGKILL so no helper outlives it. Only after the
+        process is identified (PID, start time, command line). True if it was running.
+        Safe to call twice."""
+        proc = self.process()
+        if proc is not None:
+            leads_group = _leads_group(proc.pid)
+            self._signal(proc, signal.SIGTERM)
+            if not self._wait(proc, timeout):
+                self._signal(proc, signal.SIGKILL)
+                self._wait(proc, 5)
+            if leads_group:
+                # Helpers left in its group. Right after we stopped it, the number cannot
+                # have been reused: Linux keeps a PID reserved while its group exists.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        self._reap()
+        return proc is not None
 
     def kill(self) -> None:
-        """SIGKILL at once: for tests of crash recovery."""
-        if self.alive():
-            self._signal(signal.SIGKILL)
-            self._wait(5)
+        """SIGKILL at once (after identifying it): for tests of crash recovery."""
+        proc = self.process()
+        if proc is not None:
+            self._signal(proc, signal.SIGKILL)
+            self._wait(proc, 10)
+        self._reap()
+
+    def _reap(self) -> None:
         if self._popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self._popen.wait(timeout=1)
+                self._popen.wait(timeout=1)  # no zombie stays behind
 
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return _tail(self.log_path, 0, lines)
+    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The end of this run's log."""
+        return _tail(self.log_path, self.log_offset, lines)
+
+    log_tail = tail
+
+
+def _leads_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
+@dataclass(kw_only=True)
+class ServerProcess(ManagedProcess):
+    """A running local server: a managed process plus where to reach it and its durable state."""
+
+    port: int
+    address: str  # what a client connects to: "127.0.0.1:7233" or "pulsar://127.0.0.1:6650"
+    data_path: Path  # the durable state: Temporal's SQLite file, pulsar-lite's db path
+    extra_ports: dict[str, int] = field(default_factory=dict)
+
+
+def launch(name: str, argv: list[str], log_path: Path, cwd: Path, *, env: dict[str, str] | None = None,
+           die_with_parent: bool = False) -> ManagedProcess:
+    """Start argv in its own session (output appended to log_path) and return its record."""
+    proc, offset = _launch(name, argv, log_path, cwd, env=env, die_with_parent=die_with_parent)
+    return ManagedProcess.adopt(name, proc, argv, log_path, offset)
+
+
+def timeline_command(*argv: str) -> list[str]:
+    """The command line of a Timeline component (`timeline worker ...`) run by this Python."""
+    return [sys.executable, "-m", "timeline.cli.main", *argv]
+
+
+def launch_component(name: str, argv: list[str], logs: Path, *, env: dict[str, str] | None = None,
+                     die_with_parent: bool = False) -> ManagedProcess:
+    """One process harness for the worker, feeders and API, used by `timeline up`, the
+    benchmarks and the tests: `timeline ARGV` in its own session, logging to logs/NAME.log."""
+    return launch(name, timeline_command(*argv), Path(logs) / f"{name}.log", PROJECT_ROOT, env=env,
+                  die_with_parent=die_with_parent)
 
 
 def _tail(path: Path, offset: int, lines: int) -> str:
@@ -262,6 +347,7 @@ def _launch(
     log_path: Path,
     cwd: Path,
     *,
+    env: dict[str, str] | None = None,
     die_with_parent: bool = False,
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start argv in its own session, appending stdout+stderr to log_path.
@@ -280,6 +366,7 @@ def _launch(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            env=None if env is None else {**os.environ, **env},
             start_new_session=True,
             preexec_fn=_die_with_parent_hook() if die_with_parent else None,
         )
@@ -407,16 +494,8 @@ def start_temporal(
     except BaseException:
         _kill_group(proc)
         raise
-    return ServerProcess(
-        name="temporal",
-        pid=proc.pid,
-        port=port,
-        address=address,
-        log_path=log_path,
-        data_path=db,
-        extra_ports={"ui": ui_port},
-        _popen=proc,
-    )
+    return ServerProcess.adopt("temporal", proc, argv, log_path, offset, port=port, address=address, data_path=db,
+                               extra_ports={"ui": ui_port})
 
 
 async def _temporal_ready(address: str, namespace: str) -> None:
@@ -506,16 +585,8 @@ def start_pulsar(
         _kill_group(proc)
         raise
     extra = {"metrics": metrics_port} if metrics_port is not None else {}
-    return ServerProcess(
-        name="pulsar",
-        pid=proc.pid,
-        port=port,
-        address=url,
-        log_path=log_path,
-        data_path=db_path,
-        extra_ports=extra,
-        _popen=proc,
-    )
+    return ServerProcess.adopt("pulsar", proc, argv, log_path, offset, port=port, address=url, data_path=db_path,
+                               extra_ports=extra)
 
 
 def _pulsar_round_trip(url: str) -> None:
@@ -528,3 +599,94 @@ def _pulsar_round_trip(url: str) -> None:
         client.create_producer(topic).close()
     finally:
         client.close()
+
+
+# ---------------------------------------------------------------------------
+# components started by hand
+
+
+COMPONENT_ROLES = ("worker", "feeder", "api")
+# Console scripts that run a component directly.
+COMPONENT_SCRIPTS = {"sample-event-feeder": "feeder"}
+
+
+@dataclass(frozen=True)
+class FoundComponent:
+    """A worker, feeder or API process that was not started by `timeline up`."""
+
+    pid: int
+    role: str
+    cmdline: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"{self.role} pid {self.pid} ({' '.join(self.cmdline)})"
+
+
+def _role_of(cmdline: list[str]) -> tuple[str, list[str]] | None:
+    """The component a command line runs and the arguments after it, or None."""
+    for i, arg in enumerate(cmdline[:4]):
+        script = Path(arg).name
+        if script in COMPONENT_SCRIPTS:
+            return COMPONENT_SCRIPTS[script], cmdline[i + 1:]
+        is_timeline = script == "timeline" or (arg == "timeline.cli.main" and i > 0 and cmdline[i - 1] == "-m")
+        if is_timeline and i + 1 < len(cmdline) and cmdline[i + 1] in COMPONENT_ROLES:
+            return cmdline[i + 1], cmdline[i + 2:]
+    return None
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def find_components(state: Path, record: dict) -> list[FoundComponent]:
+    """Workers, feeders and APIs of this stack that it did not start (started by hand).
+
+    A process belongs to this stack when its command line names the stack's
+    Temporal (`--temporal`) or home (`--home`), or, without those flags, its
+    environment does (TIMELINE_TEMPORAL, TIMELINE_HOME), or else its working
+    directory's .timeline is this home (the default). Processes of other users
+    cannot be inspected and are not listed."""
+    state = Path(state).resolve()
+    managed_pids = set()
+    for name, entry in (record.get("processes") or {}).items():
+        if ManagedProcess.from_record(name, entry).alive():
+            managed_pids.add(int(entry.get("pid") or 0))
+    temporal = record.get("temporal")
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = proc.info["cmdline"] or []
+            role = _role_of(cmdline)
+            if role is None or proc.pid in managed_pids or proc.pid == os.getpid():
+                continue
+            name, rest = role
+            if _belongs(proc, rest, state, temporal):
+                found.append(FoundComponent(proc.pid, name, tuple(cmdline)))
+        except psutil.Error:
+            continue
+    return found
+
+
+def _belongs(proc: psutil.Process, argv: list[str], state: Path, temporal: str | None) -> bool:
+    flag_temporal, flag_home = _option(argv, "--temporal"), _option(argv, "--home")
+    if flag_temporal is not None:
+        return flag_temporal == temporal
+    try:
+        cwd = Path(proc.cwd())
+    except psutil.Error:
+        cwd = None
+    if flag_home is not None:
+        return cwd is not None and (cwd / flag_home).resolve() == state
+    try:
+        env = proc.environ()
+    except psutil.Error:
+        env = {}
+    if env.get("TIMELINE_TEMPORAL"):
+        return env["TIMELINE_TEMPORAL"] == temporal
+    home = env.get("TIMELINE_HOME") or ".timeline"
+    return cwd is not None and (cwd / home).resolve() == state
