@@ -38,6 +38,8 @@ def time_problem(t: int, path: str = "time") -> str | None:
 def value_problem(value: Any, where: str = "event") -> str | None:
     """Nesting deeper than MAX_EVENT_DEPTH, an integer outside int64, a non-finite float:
     walked without recursion, so no depth can overflow the stack."""
+    if type(value) is dict and _flat_and_fine(value):
+        return None  # the common case, cheaply: every value a scalar within range
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         v, depth = stack.pop()
@@ -54,3 +56,20 @@ def value_problem(value: Any, where: str = "event") -> str | None:
                 return f"{where} is nested deeper than {MAX_EVENT_DEPTH} levels"
             stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
     return None
+
+
+def _flat_and_fine(event: dict) -> bool:
+    for v in event.values():
+        t = type(v)
+        if t is str or v is None or t is bool:
+            continue
+        if t is int:
+            if MIN_INT <= v <= MAX_INT:
+                continue
+            return False
+        if t is float:
+            if math.isfinite(v):
+                continue
+            return False
+        return False
+    return True
