@@ -114,7 +114,7 @@ class _ShardBuffer:
         self.positions: list[tuple[int, int, int]] = []
         self.partitions: list[int] = []
         self.messages: list = []
-        self.bytes = 0
+        self.sizes: list[int] = []  # each event's share of a signal, estimated from above
         self.columns = {".".join(c): [] for c in columns}
         self.paths = list(zip(self.columns, columns))
 
@@ -125,7 +125,7 @@ class _ShardBuffer:
         self.partitions.append(partition)
         self.positions.append(position)
         self.messages.append(msg)
-        self.bytes += size
+        self.sizes.append(size)
         for (name, _), value in zip(self.paths, values):
             self.columns[name].append(value)
 
@@ -300,12 +300,15 @@ class Feeder:
 
     @staticmethod
     def _chunks(buf: _ShardBuffer) -> list[tuple[int, int]]:
-        if buf.bytes <= SIGNAL_BUDGET_BYTES:
-            return [(0, len(buf))]
-        # Split evenly by count into enough parts; halving again below if one is refused.
-        parts = -(-buf.bytes // SIGNAL_BUDGET_BYTES) + 1
-        step = max(1, -(-len(buf) // parts))
-        return [(lo, min(lo + step, len(buf))) for lo in range(0, len(buf), step)]
+        """Consecutive slices of the buffer, each within SIGNAL_BUDGET_BYTES (every event fits alone)."""
+        chunks, lo, total = [], 0, 0
+        for i, size in enumerate(buf.sizes):
+            if total + size > SIGNAL_BUDGET_BYTES and i > lo:
+                chunks.append((lo, i))
+                lo, total = i, 0
+            total += size
+        chunks.append((lo, len(buf.sizes)))
+        return chunks
 
     async def _send_with_retry(self, route: _Route, shard: int, buf: _ShardBuffer, lo: int, hi: int) -> None:
         delay = 0.5
