@@ -20,7 +20,7 @@ import msgspec
 from temporalio import activity
 
 from timeline.dsl.results import key_timeline_spans
-from timeline.models import ResultsBatch
+from timeline.models import RegistrationCheck, ResultsBatch
 from timeline.store.base import ResultsStore
 
 log = logging.getLogger("timeline.activities")
@@ -73,9 +73,14 @@ class ResultActivities:
                 self._producers[topic] = producer
             return producer
 
+    @activity.defn(name="registration_is_current")
+    def registration_is_current(self, check: RegistrationCheck) -> bool:
+        return self.store.is_current(check.name, check.generation)
+
     @activity.defn(name="publish_results")
     def publish_results(self, batch: ResultsBatch) -> None:
-        self.store.apply_results(batch)
+        if not self.store.apply_results(batch):
+            return  # another generation's batch (a removed registration): neither stored nor published
         if self.pulsar is None:
             return
         producer = self._producer(batch.results_topic)

@@ -33,3 +33,13 @@ MAX_REQUEST_BYTES = 1_048_576
 # Temporal refuses payloads over 2 MB (its default blob size error limit); a signal's
 # encoded batch is kept well under it, and a node's continue-as-new state too.
 MAX_SIGNAL_BYTES = 512 * 1024
+
+# The feeder: a message delivered this many times without being applied goes to the
+# dead-letter topic (reason "delivered N times without success"), so one message that
+# crashes the feeder, or makes every signal of its batch fail, cannot stop its topic.
+MAX_DELIVERIES = 10
+
+# A leaf remembers, per topic partition, the positions of the last DEDUPE_WINDOW
+# messages it applied (older ones are summed up by one floor position): the
+# duplicates Pulsar redelivers are recognised within that window, and below it.
+DEDUPE_WINDOW = 1024

@@ -1,18 +1,24 @@
 """The feeder: a source topic -> the leaf workflows of every timeline on it.
 
-A receiver thread takes messages from Pulsar into batches (size / linger). For
-each batch the feeder decodes every message once, and for each timeline
-registered on the topic routes the event to its shard. A message that is not
-a JSON object, or has no usable key or time for a timeline, goes to the
-dead-letter topic with its reason. Then one signal per leaf per shard carries
-the shard's events (signal-with-start). Only after Temporal has accepted every
-signal of the batch are its messages acknowledged; a redelivered batch changes
-nothing, since leaves skip positions they have applied.
+A receiver thread keeps taking messages from Pulsar (prefetched) into batches:
+a batch leaves at once when the feeder is idle, and fills up (batch size,
+linger) while it is busy, so latency is low when idle and signals are large
+under load. For each batch the feeder checks and decodes every message once,
+and for each timeline registered on the topic routes the event to its shard.
+A message that cannot be applied goes to the dead-letter topic with its
+reason (see `Feeder.process`), and the stream goes on. Then one signal per
+leaf per shard carries the shard's events (signal-with-start), split so that
+no signal passes MAX_SIGNAL_BYTES. Only after Temporal has accepted every
+signal of the batch are its messages acknowledged. Leaves apply each message
+position once (per topic partition), so whatever Pulsar redelivers changes
+nothing; the feeder also skips messages it has already handled in this
+process, to save the work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import threading
@@ -21,9 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from temporalio.service import RPCError, RPCStatusCode
 
 from timeline.dsl.compiler import Plan
 from timeline.dsl.errors import EventError
+from timeline.dsl.eventcheck import size_problem, time_problem, value_problem
 from timeline.dsl.events import (
     MISSING,
     event_key,
@@ -33,11 +41,24 @@ from timeline.dsl.events import (
     split_path,
 )
 from timeline.dsl.incremental import EventBatch
+from timeline.dsl.limits import MAX_DELIVERIES, MAX_SIGNAL_BYTES
 from timeline.models import EventBatchSignal, TimelineSpec, shard_of
 from timeline.runtime.control import send_batch
 from timeline.store.base import ResultsStore
 
 log = logging.getLogger("timeline.feeder")
+
+# What one event adds to a signal besides its values: position, partition, time, JSON punctuation.
+EVENT_OVERHEAD_BYTES = 64
+# Room in a signal-with-start request for the rest (the registration travels with it).
+SIGNAL_BUDGET_BYTES = MAX_SIGNAL_BYTES
+# Message ids remembered as handled in this process (redeliveries of them are skipped).
+HANDLED_MEMORY = 200_000
+
+
+class Stopping(Exception):
+    """The feeder was asked to stop while a batch was still being sent: it is left
+    unacknowledged, and Pulsar delivers it again to the next feeder."""
 
 
 @dataclass
@@ -47,13 +68,12 @@ class FeederSettings:
     batch_size: int = 500
     linger_ms: int = 200
     dead_letter_topic: str | None = None
-    refresh_s: float = 2.0          # how often registrations are re-read
-    # No prefetch by default: pulsar-lite stops dispatching (and, on resubscribe,
-    # loses its place) when prefetched messages are acknowledged late, which the
-    # feeder does on purpose (only after Temporal accepted their signals). With
-    # Apache Pulsar a larger queue is safe and saves round trips.
-    receiver_queue: int = 1
+    refresh_s: float = 1.0          # how often registrations are re-read (removals noticed within it)
+    # Prefetch: the receiver thread keeps receiving while batches are signalled, and
+    # acknowledges each batch as soon as Temporal accepted it.
+    receiver_queue: int = 1000
     continue_as_new_after: int | None = None
+    max_deliveries: int = MAX_DELIVERIES
 
     @property
     def dead_letter(self) -> str:
@@ -68,6 +88,7 @@ class FeederStats:
     canaries: int = 0
     signals: int = 0
     batches: int = 0
+    redelivered_skipped: int = 0
     started: float = field(default_factory=time.time)
 
 
@@ -85,22 +106,51 @@ class _Route:
 
 
 class _ShardBuffer:
-    """Columns of one (timeline, shard) batch being built."""
+    """Columns of one (timeline, shard) signal being built."""
 
     def __init__(self, columns: list[tuple[str, ...]]):
         self.keys: list[str] = []
         self.times: list[int] = []
         self.positions: list[tuple[int, int, int]] = []
+        self.partitions: list[int] = []
+        self.messages: list = []
+        self.sizes: list[int] = []  # each event's share of a signal, estimated from above
         self.columns = {".".join(c): [] for c in columns}
         self.paths = list(zip(self.columns, columns))
 
-    def add(self, key: str, t: int, position: tuple[int, int, int], event: dict) -> None:
+    def add(self, key: str, t: int, partition: int, position: tuple[int, int, int], values: list, msg,
+            size: int) -> None:
         self.keys.append(key)
         self.times.append(t)
+        self.partitions.append(partition)
         self.positions.append(position)
-        for name, path in self.paths:
-            value = get_path(event, path)
-            self.columns[name].append(None if value is MISSING else value)
+        self.messages.append(msg)
+        self.sizes.append(size)
+        for (name, _), value in zip(self.paths, values):
+            self.columns[name].append(value)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def signal(self, topic: str, generation: str, lo: int = 0, hi: int | None = None) -> EventBatchSignal:
+        sl = slice(lo, hi)
+        return EventBatchSignal(
+            topic=topic, positions=self.positions[sl], partitions=self.partitions[sl], generation=generation,
+            events=EventBatch(keys=self.keys[sl], times=self.times[sl],
+                              columns={n: c[sl] for n, c in self.columns.items()}))
+
+
+def _message_id(msg) -> tuple[int, int, int, int]:
+    mid = msg.message_id()
+    return (mid.partition(), mid.ledger_id(), mid.entry_id(), mid.batch_index())
+
+
+def _rejected_by_temporal(exc: BaseException) -> bool:
+    """A request Temporal refuses as such (too large, malformed): sending it again cannot help."""
+    if isinstance(exc, RPCError) and exc.status == RPCStatusCode.INVALID_ARGUMENT:
+        return True
+    text = str(exc).lower()
+    return "size" in text and "limit" in text
 
 
 class Feeder:
@@ -115,6 +165,10 @@ class Feeder:
         self._decoder = msgspec.json.Decoder()
         self._dlq = None
         self._waiting = False
+        self._stop: asyncio.Event | None = None
+        # message id -> None, for the messages handled (signalled or dead-lettered) in this process
+        self._handled: collections.OrderedDict = collections.OrderedDict()
+        self._failures: collections.Counter = collections.Counter()  # message id -> failed attempts here
 
     # --- registrations -------------------------------------------------------------
     def refresh_routes(self, force: bool = False) -> list[_Route]:
@@ -128,15 +182,25 @@ class Feeder:
             for source in mine:
                 routes.append(_Route(spec, plan, split_key_paths(source.key_path), split_path(source.time_path),
                                      source.time_path, plan.columns(), source.schema_title))
-        if [r.spec.name for r in routes] != [r.spec.name for r in self.routes]:
-            log.info("feeding %s -> %s", self.settings.topic, [r.spec.name for r in routes] or "no timelines yet")
+        described = [(r.spec.name, r.spec.generation) for r in routes]
+        if described != [(r.spec.name, r.spec.generation) for r in self.routes]:
+            log.info("feeding %s -> %s", self.settings.topic,
+                     [f"{n} (generation {g or '-'})" for n, g in described] or "no timelines yet")
         self.routes, self._routes_at = routes, now
         return routes
 
     # --- one batch of messages -------------------------------------------------------
     async def process(self, messages: list) -> bool:
         """Route and signal a batch; False when no timeline reads this topic yet (nothing
-        was done: the caller keeps the messages, unacknowledged, and tries again)."""
+        was done: the caller keeps the messages, unacknowledged, and tries again).
+
+        Dead-lettered, with the reason, instead of routed: a message over MAX_EVENT_BYTES;
+        not JSON, or nested past MAX_EVENT_DEPTH, or with an integer outside int64 or a
+        number out of range; not an object; without a usable key or time for a timeline;
+        a time outside MIN_TIME_MS..MAX_TIME_MS; failing its source's schema; one whose
+        fields alone would not fit a signal; one Temporal refuses on its own; one that
+        failed MAX_DELIVERIES times. Redeliveries of messages already handled by this
+        process are skipped (and acknowledged again)."""
         routes = self.refresh_routes()
         if not routes:  # a timeline registered since the last look must not be missed
             routes = self.refresh_routes(force=True)
@@ -144,70 +208,143 @@ class Feeder:
             return False
         buffers: dict[tuple[str, int], _ShardBuffer] = {}
         dead: list[tuple[Any, str, str | None]] = []
+        handled = self._handled
+        in_batch: set = set()
         for msg in messages:
+            mid = _message_id(msg)
+            if mid in handled or mid in in_batch:
+                self.stats.redelivered_skipped += 1
+                continue
+            in_batch.add(mid)
             self.stats.messages += 1
-            mid = msg.message_id()
-            position = (mid.ledger_id(), mid.entry_id(), mid.batch_index())
             try:
-                event = self._decoder.decode(msg.data())
-            except msgspec.DecodeError as exc:
-                dead.append((msg, f"not valid JSON: {exc}", None))
-                continue
-            if not isinstance(event, dict):
-                dead.append((msg, f"not a JSON object: {type(event).__name__}", None))
-                continue
-            for route in routes:
-                if route.schema_title is not None:
-                    problem = self._schema_problem(event, route.schema_title)
-                    if problem == "canary":
-                        self.stats.canaries += 1  # synthetic monitoring events: not data
-                        continue
-                    if problem:
-                        dead.append((msg, problem, route.spec.name))
-                        continue
-                try:
-                    key = event_key(event, route.key_paths)
-                    t = parse_time(get_path(event, route.time_path), route.time_label)
-                except EventError as exc:
-                    dead.append((msg, exc.reason, route.spec.name))
-                    continue
-                shard = shard_of(key, route.spec.shards)
-                buf = buffers.get((route.spec.name, shard))
-                if buf is None:
-                    buf = buffers[(route.spec.name, shard)] = _ShardBuffer(route.columns)
-                buf.add(key, t, position, event)
-                self.stats.events_routed += 1
-        routed_before = sum(len(b.keys) for b in buffers.values())
-        log.debug("batch of %d messages: %d events routed to %d shard batches, %d dead-lettered, routes %s",
-                  len(messages), routed_before, len(buffers), len(dead), [r.spec.name for r in routes])
+                problem = self._route(msg, mid, routes, buffers, dead)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the topic: this message goes
+                log.exception("routing a message from %s failed", msg.topic_name())
+                problem = f"internal error routing the message: {type(exc).__name__}: {exc}"
+            if problem:
+                dead.append((msg, problem, None))
         if dead:
             self._dead_letter(dead)
         by_name = {r.spec.name: r for r in routes}
-        sends = []
-        for (name, shard), buf in buffers.items():
-            route = by_name[name]
-            signal = EventBatchSignal(
-                topic=messages[0].topic_name(), positions=buf.positions,
-                events=EventBatch(keys=buf.keys, times=buf.times, columns=buf.columns),
-            )
-            sends.append(self._send_with_retry(route, shard, signal))
-            self.stats.signals += len(route.plan.leaves)
+        sends = [self._send_all(by_name[name], shard, buf) for (name, shard), buf in buffers.items()]
         await asyncio.gather(*sends)
+        for mid in in_batch:
+            handled[mid] = None
+        while len(handled) > HANDLED_MEMORY:
+            handled.popitem(last=False)
         self.stats.batches += 1
         return True
 
-    async def _send_with_retry(self, route: _Route, shard: int, signal: EventBatchSignal) -> None:
+    def _route(self, msg, mid, routes: list[_Route], buffers: dict, dead: list) -> str | None:
+        """Route one message to the shard buffers; the reason it cannot be, if so."""
+        attempts = max(msg.redelivery_count() + 1, self._failures[mid] + 1)
+        if attempts > self.settings.max_deliveries:
+            return f"delivered {attempts - 1} times without success (limit {self.settings.max_deliveries})"
+        data = msg.data()
+        problem = size_problem(len(data))
+        if problem:
+            return problem
+        try:
+            event = self._decoder.decode(data)
+        except RecursionError:
+            return "not valid JSON: nested too deeply"
+        except (msgspec.DecodeError, ValueError) as exc:
+            return f"not valid JSON: {exc}"
+        if not isinstance(event, dict):
+            return f"not a JSON object: {type(event).__name__}"
+        problem = value_problem(event)
+        if problem:
+            return problem
+        partition, position = mid[0], mid[1:]
+        for route in routes:
+            if route.schema_title is not None:
+                problem = self._schema_problem(event, route.schema_title)
+                if problem == "canary":
+                    self.stats.canaries += 1  # synthetic monitoring events: not data
+                    continue
+                if problem:
+                    dead.append((msg, problem, route.spec.name))
+                    continue
+            try:
+                key = event_key(event, route.key_paths)
+                t = parse_time(get_path(event, route.time_path), route.time_label)
+            except EventError as exc:
+                dead.append((msg, exc.reason, route.spec.name))
+                continue
+            problem = time_problem(t, route.time_label)
+            if problem:
+                dead.append((msg, problem, route.spec.name))
+                continue
+            values = [get_path(event, path) for path in route.columns]
+            values = [None if v is MISSING else v for v in values]
+            size = len(data) + len(key) + EVENT_OVERHEAD_BYTES
+            if size > SIGNAL_BUDGET_BYTES // 8:  # large: count what is actually sent
+                size = len(msgspec.json.encode([key, values])) + EVENT_OVERHEAD_BYTES
+                if size > SIGNAL_BUDGET_BYTES:
+                    dead.append((msg, f"the fields timeline {route.spec.name!r} reads take {size} bytes, over the "
+                                      f"{SIGNAL_BUDGET_BYTES} bytes of a signal", route.spec.name))
+                    continue
+            shard = shard_of(key, route.spec.shards)
+            buf = buffers.get((route.spec.name, shard))
+            if buf is None:
+                buf = buffers[(route.spec.name, shard)] = _ShardBuffer(route.columns)
+            buf.add(key, t, partition, position, values, msg, size)
+            self.stats.events_routed += 1
+        return None
+
+    async def _send_all(self, route: _Route, shard: int, buf: _ShardBuffer) -> None:
+        """The shard's events in signals of at most SIGNAL_BUDGET_BYTES each, in order."""
+        for lo, hi in self._chunks(buf):
+            await self._send_with_retry(route, shard, buf, lo, hi)
+
+    @staticmethod
+    def _chunks(buf: _ShardBuffer) -> list[tuple[int, int]]:
+        """Consecutive slices of the buffer, each within SIGNAL_BUDGET_BYTES (every event fits alone)."""
+        chunks, lo, total = [], 0, 0
+        for i, size in enumerate(buf.sizes):
+            if total + size > SIGNAL_BUDGET_BYTES and i > lo:
+                chunks.append((lo, i))
+                lo, total = i, 0
+            total += size
+        chunks.append((lo, len(buf.sizes)))
+        return chunks
+
+    async def _send_with_retry(self, route: _Route, shard: int, buf: _ShardBuffer, lo: int, hi: int) -> None:
         delay = 0.5
         while True:
+            if self._stop is not None and self._stop.is_set():
+                raise Stopping()
             try:
-                await send_batch(self.temporal, route.spec, route.plan, shard, signal,
+                await send_batch(self.temporal, route.spec, route.plan, shard,
+                                 buf.signal(self.settings.topic, route.spec.generation, lo, hi),
                                  continue_as_new_after=self.settings.continue_as_new_after)
+                self.stats.signals += len(route.plan.leaves)
                 return
-            except Exception as exc:  # Temporal unavailable: keep the batch, unacknowledged, and retry
+            except Exception as exc:
+                if _rejected_by_temporal(exc):
+                    if hi - lo > 1:  # too large after all, or one bad event in it: halve and find it
+                        mid = (lo + hi) // 2
+                        await self._send_with_retry(route, shard, buf, lo, mid)
+                        await self._send_with_retry(route, shard, buf, mid, hi)
+                        return
+                    self._dead_letter([(buf.messages[lo], f"Temporal refused the event's signal: {exc}",
+                                        route.spec.name)])
+                    return
+                # Temporal unavailable: keep the batch, unacknowledged, and retry (a stop ends it)
                 log.warning("signalling %s shard %d failed (%s); retrying in %.1fs", route.spec.name, shard,
                             exc, delay)
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._stop is None:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     def _schema_problem(self, event: dict, title: str) -> str | None:
         """None for a valid event of the schema; "canary"; or why it is rejected (EventGate's words)."""
@@ -227,49 +364,68 @@ class Feeder:
 
     def _dead_letter(self, dead: list) -> None:
         if self._dlq is None:
-            self._dlq = self.pulsar.create_producer(self.settings.dead_letter, batching_enabled=True)
+            self._dlq = self.pulsar.create_producer(self.settings.dead_letter, batching_enabled=True,
+                                                    block_if_queue_full=True)
         for msg, reason, timeline in dead:
-            props = {"reason": reason, "source_topic": msg.topic_name(),
+            props = {"reason": reason[:2000], "source_topic": msg.topic_name(),
                      "message_id": str(msg.message_id())}
             if timeline:
                 props["timeline"] = timeline
             self._dlq.send_async(msg.data(), None, properties=props)
             self.stats.dead_lettered += 1
-            log.warning("dead-lettered a message from %s: %s", msg.topic_name(), reason)
+            log.warning("dead-lettered a message from %s: %s", msg.topic_name(), reason[:500])
         self._dlq.flush()
 
     # --- the loop ---------------------------------------------------------------------
-    async def run(self, stop: asyncio.Event) -> None:
+    async def _subscribe(self, stop: asyncio.Event):
+        """Subscribe, retrying with backoff while the broker is away or slow (a stop ends it)."""
         import pulsar
 
-        consumer = self.pulsar.subscribe(
-            self.settings.topic, self.settings.subscription, consumer_type=pulsar.ConsumerType.Failover,
-            initial_position=pulsar.InitialPosition.Earliest, receiver_queue_size=self.settings.receiver_queue,
-        )
+        delay = 0.5
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                return await loop.run_in_executor(None, lambda: self.pulsar.subscribe(
+                    self.settings.topic, self.settings.subscription, consumer_type=pulsar.ConsumerType.Failover,
+                    initial_position=pulsar.InitialPosition.Earliest,
+                    receiver_queue_size=self.settings.receiver_queue))
+            except Exception as exc:  # _pulsar.Timeout, ConnectError, ...: the broker is away or busy
+                log.warning("subscribing to %s failed (%s: %s); retrying in %.1fs", self.settings.topic,
+                            type(exc).__name__, exc, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 10.0)
+        return None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        consumer = await self._subscribe(stop)
+        if consumer is None:
+            return
         self.refresh_routes(force=True)
-        batches: queue.Queue = queue.Queue(maxsize=4)  # back-pressure on the receiver
-        receiver = threading.Thread(target=self._receive, args=(consumer, batches, stop), daemon=True)
+        batches: queue.Queue = queue.Queue(maxsize=2)  # back-pressure on the receiver
+        idle = threading.Event()  # set while the loop below waits for a batch: send at once
+        receiver = threading.Thread(target=self._receive, args=(consumer, batches, stop, idle), daemon=True)
         receiver.start()
         loop = asyncio.get_running_loop()
         try:
-            while not stop.is_set() or not batches.empty():
+            while not stop.is_set():
                 try:
-                    messages = await loop.run_in_executor(None, batches.get, True, 0.2)
+                    messages = batches.get_nowait()
                 except queue.Empty:
-                    continue
+                    idle.set()
+                    try:
+                        messages = await loop.run_in_executor(None, batches.get, True, 0.2)
+                    except queue.Empty:
+                        continue
+                    finally:
+                        idle.clear()
                 if messages is None:
                     break
-                while not await self.process(messages):
-                    # No timeline reads this topic: keep the messages in Pulsar (unacknowledged)
-                    # until one is registered, rather than acknowledging them unread.
-                    if not self._waiting:
-                        log.warning("no timeline is registered on topic %s: holding its messages until one is "
-                                    "(register-workflow ... --topic %s)", self.settings.topic, self.settings.topic)
-                        self._waiting = True
-                    if stop.is_set():
+                try:
+                    if not await self._process_or_wait(messages, stop):
                         return
-                    await asyncio.sleep(self.settings.refresh_s)
-                self._waiting = False
+                except Stopping:
+                    return
                 # Individual acks: pulsar-lite ignores cumulative ones (dispatch then
                 # stalls at its unacked limit); the client sends them in bulk anyway.
                 for msg in messages:
@@ -281,25 +437,57 @@ class Feeder:
             if self._dlq is not None:
                 self._dlq.close()
 
-    def _receive(self, consumer, batches: queue.Queue, stop: asyncio.Event) -> None:
+    async def _process_or_wait(self, messages: list, stop: asyncio.Event) -> bool:
+        """Process a batch, holding it while no timeline reads the topic; False on stop."""
+        while True:
+            try:
+                done = await self.process(messages)
+            except Stopping:
+                raise
+            except Exception:  # noqa: BLE001 - counted per message: past the limit, dead-lettered
+                log.exception("a batch of %d messages failed; trying it again", len(messages))
+                for msg in messages:
+                    self._failures[_message_id(msg)] += 1
+                await self._sleep(1.0)
+                if stop.is_set():
+                    return False
+                continue
+            if done:
+                self._waiting = False
+                return True
+            # No timeline reads this topic: keep the messages in Pulsar (unacknowledged)
+            # until one is registered, rather than acknowledging them unread.
+            if not self._waiting:
+                log.warning("no timeline is registered on topic %s: holding its messages until one is "
+                            "(register-workflow ... --topic %s)", self.settings.topic, self.settings.topic)
+                self._waiting = True
+            if stop.is_set():
+                return False
+            await self._sleep(self.settings.refresh_s)
+
+    def _receive(self, consumer, batches: queue.Queue, stop: asyncio.Event, idle: threading.Event) -> None:
+        """Keep receiving (prefetched) into batches: a batch leaves when it is full, when it has
+        waited `linger`, or at once when the feeder is idle and nothing more is at hand."""
         import pulsar
 
         pending: list = []
         deadline = None
         linger = self.settings.linger_ms / 1000
         while not stop.is_set():
-            wait_ms = 100 if deadline is None else max(1, int((deadline - time.monotonic()) * 1000))
+            wait_ms = 100 if not pending else 2
             try:
                 pending.append(consumer.receive(timeout_millis=wait_ms))
                 if deadline is None:
                     deadline = time.monotonic() + linger
+                got = True
             except pulsar.Timeout:
-                pass
+                got = False
             except Exception:  # the client is closing
                 if stop.is_set():
                     break
                 raise
-            if pending and (len(pending) >= self.settings.batch_size or time.monotonic() >= deadline):
+            if pending and (len(pending) >= self.settings.batch_size or time.monotonic() >= deadline
+                            or (not got and idle.is_set())):
                 while not stop.is_set():
                     try:
                         batches.put(pending, timeout=0.2)
@@ -307,4 +495,7 @@ class Feeder:
                     except queue.Full:
                         continue
                 pending, deadline = [], None
-        batches.put(None)
+        try:
+            batches.put_nowait(None)
+        except queue.Full:
+            pass

@@ -4,6 +4,7 @@ id builders: one module, so the worker, feeder, API and CLI agree."""
 from __future__ import annotations
 
 import re
+import uuid
 import zlib
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic import (
 )
 
 from timeline.dsl.compiler import Plan, plan_for
+from timeline.dsl.limits import DEDUPE_WINDOW
 from timeline.dsl.incremental import (
     DerivedSnapshot,
     EventBatch,
@@ -57,6 +59,15 @@ class TimelineSpec(BaseModel):
     shards: int = Field(default=4, ge=1, le=1024)
     idle_timeout_s: float = Field(default=1800.0, gt=0)
     results_topic: str | None = None
+    # Which registration under this name: set when it is saved, new each time the name is
+    # registered again after a removal. It is part of the workflow ids, and the feeder,
+    # the workflows and the store check it, so nothing of a removed registration can
+    # come back or write into a new one. "" for registrations made before it existed.
+    generation: str = ""
+
+    def same_definition(self, other: "TimelineSpec") -> bool:
+        """Equal but for the generation: registering it again changes nothing."""
+        return self.model_copy(update={"generation": other.generation}) == other
 
     @property
     def plan(self) -> Plan:
@@ -110,8 +121,83 @@ def shard_of(key: str, shards: int) -> int:
     return zlib.crc32(key.encode()) % shards
 
 
-def node_workflow_id(timeline: str, node_id: str, shard: int) -> str:
-    return f"timeline/{timeline}/{node_id}/{shard}"
+def node_workflow_id(spec: TimelineSpec, node_id: str, shard: int) -> str:
+    """`timeline/NAME/GENERATION/NODE/SHARD`: a registration's own workflows, so a removed
+    one's cannot be signalled back to life under a new registration of the name."""
+    if not spec.generation:
+        return f"timeline/{spec.name}/{node_id}/{shard}"
+    return f"timeline/{spec.name}/{spec.generation}/{node_id}/{shard}"
+
+
+def new_generation() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def partition_name(topic: str, partition: int) -> str:
+    """Where a message position is ordered: a topic, or one partition of a partitioned topic."""
+    return topic if partition < 0 else f"{topic}#{partition}"
+
+
+class PartitionApplied(BaseModel):
+    """The message positions a leaf applied in one topic partition, bounded.
+
+    `recent` holds the last DEDUPE_WINDOW positions applied (sorted); every position
+    at or before `floor` counts as applied."""
+
+    floor: tuple[int, int, int] | None = None
+    recent: list[tuple[int, int, int]] = []
+
+
+class AppliedPositions:
+    """A leaf's exactly-once filter: has this message position been applied already?
+
+    Per partition (positions are ordered only within one): a set of the recent
+    positions applied and a floor below them. Duplicates within one signal, across
+    signals, redelivered in any order, are recognised; the state stays bounded
+    (DEDUPE_WINDOW positions per partition) across continue-as-new. A position that
+    was never applied but arrives after DEDUPE_WINDOW later ones of its partition
+    would count as applied: with the feeder's ordered (failover) subscription, first
+    deliveries come in order, so only redeliveries ever arrive that late."""
+
+    def __init__(self, saved: dict[str, PartitionApplied] | None = None):
+        self.floors: dict[str, tuple[int, int, int] | None] = {}
+        self.recent: dict[str, set[tuple[int, int, int]]] = {}
+        for name, part in (saved or {}).items():
+            self.floors[name] = tuple(part.floor) if part.floor is not None else None
+            self.recent[name] = {tuple(p) for p in part.recent}
+
+    def first_time(self, partition: str, position: tuple[int, int, int]) -> bool:
+        """True, and remembered, if `position` was not applied before."""
+        floor = self.floors.get(partition)
+        if floor is not None and position <= floor:
+            return False
+        seen = self.recent.get(partition)
+        if seen is None:
+            seen = self.recent[partition] = set()
+        if position in seen:
+            return False
+        seen.add(position)
+        if len(seen) > 2 * DEDUPE_WINDOW:  # trimmed in bulk: amortised O(1) per event
+            self._trim(partition, DEDUPE_WINDOW)
+        return True
+
+    def _trim(self, partition: str, keep: int) -> None:
+        self.floors[partition], kept = self._trimmed(partition, keep)
+        self.recent[partition] = set(kept)
+
+    def _trimmed(self, partition: str, keep: int):
+        ordered = sorted(self.recent[partition])
+        if len(ordered) <= keep:
+            return self.floors.get(partition), ordered
+        return ordered[-keep - 1], ordered[-keep:]
+
+    def saved(self) -> dict[str, PartitionApplied]:
+        """What to carry into the next run (changes nothing here: a query may call it)."""
+        out = {}
+        for name in self.recent:
+            floor, kept = self._trimmed(name, DEDUPE_WINDOW)
+            out[name] = PartitionApplied(floor=floor, recent=kept)
+        return out
 
 
 class SourcePosition(BaseModel):
@@ -131,13 +217,18 @@ class SourcePosition(BaseModel):
 class EventBatchSignal(BaseModel):
     """Events of one shard for one leaf: one signal, however many keys.
 
-    `positions[i]` is event i's message position (ledger, entry, batch index)
-    in `topic`; a leaf skips events at or before the last position it applied,
-    so a batch redelivered after a crash changes nothing."""
+    `positions[i]` is event i's message position (ledger, entry, batch index) in
+    partition `partitions[i]` of `topic` (-1, or no `partitions`: not partitioned).
+    A leaf applies each position once (AppliedPositions), so a message redelivered,
+    within a signal or across signals, in any order, changes nothing.
+    `generation` is the registration's the feeder routed it for: a leaf of another
+    generation drops the batch."""
 
     topic: str
     positions: list[tuple[int, int, int]]
+    partitions: list[int] = []
     events: EventBatch
+    generation: str = ""
 
 
 class PatchSignal(BaseModel):
@@ -158,14 +249,24 @@ class NodeInput(BaseModel):
     shard: int
     leaf_state: LeafSnapshot | None = None
     derived_state: DerivedSnapshot | None = None
-    applied: dict[str, tuple[int, int, int]] = {}   # leaf: last applied position per topic
+    applied: dict[str, tuple[int, int, int]] = {}   # leaf, before exactly-once: last position per topic (read once)
+    applied_positions: dict[str, PartitionApplied] = {}  # leaf: positions applied per topic partition
     child_seq: dict[str, int] = {}                  # derived: last applied seq per child
     child_watermarks: dict[str, dict[str, int]] = {}  # derived: key -> child -> watermark
     seq: int = 0                                    # this node's batch counter
     events_applied: int = 0                         # leaf: events applied, over all runs (never twice)
+    duplicates_skipped: int = 0                     # leaf: redelivered events recognised and skipped
+    events_rejected: int = 0                        # events or batches that could not be applied (logged)
     watermarks: dict[str, int] = {}
     last_seen: dict[str, float] = {}                # key -> workflow time (s) of its last change
     continue_as_new_after: int | None = None        # batches per run (tests); None: when Temporal suggests
+
+
+class RegistrationCheck(BaseModel):
+    """Is this registration (name and generation) still the registered one?"""
+
+    name: str
+    generation: str
 
 
 class ResultsBatch(BaseModel):
@@ -178,6 +279,7 @@ class ResultsBatch(BaseModel):
     watermarks: dict[str, int] = {}
     closed: dict[str, KeyTimeline] = {}   # final timelines of keys closed in this batch
     results_topic: str
+    generation: str = ""                  # the registration's: the store skips another generation's batch
 
 
 class NodeStatus(BaseModel):
@@ -191,6 +293,9 @@ class NodeStatus(BaseModel):
     events_applied: int
     state_bytes: int
     run_batches: int
+    duplicates_skipped: int = 0
+    events_rejected: int = 0
+    generation: str = ""
 
 
 class KeyAnswer(BaseModel):

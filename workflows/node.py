@@ -17,6 +17,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from timeline.dsl.eventcheck import time_problem, value_problem
     from timeline.dsl.incremental import (
         DerivedStep,
         EventBatch,
@@ -25,18 +26,22 @@ with workflow.unsafe.imports_passed_through():
         SpanPatch,
     )
     from timeline.models import (
+        AppliedPositions,
         EventBatchSignal,
         KeyAnswer,
         NodeInput,
         NodeStatus,
         PatchSignal,
+        RegistrationCheck,
         ResultsBatch,
         node_workflow_id,
+        partition_name,
     )
 
 STATE_WARN_BYTES = 1_000_000  # Temporal's payload limit is 2 MB
 PUBLISH_TIMEOUT = timedelta(seconds=60)
 PUBLISH = "publish"
+REGISTRATION_CHECK_TIMEOUT = timedelta(seconds=30)
 
 
 class _Outbox:
@@ -75,6 +80,7 @@ class TimelineNodeWorkflow:
         # on a round trip, and what piles up meanwhile leaves in one signal.
         self.outbox: dict[str, _Outbox] = {}
         self.sending = 0
+        self.applied = AppliedPositions()
 
     # --- handlers: record only ---------------------------------------------------
     @workflow.signal(name="events")
@@ -105,17 +111,32 @@ class TimelineNodeWorkflow:
         return NodeStatus(node_id=self.input.node_id, shard=self.input.shard, keys=len(self.step.timelines),
                           seq=self.input.seq, batches_applied=self.batches_applied,
                           events_applied=self.input.events_applied,
-                          state_bytes=len(self._next_input().model_dump_json()), run_batches=self.run_batches)
+                          state_bytes=len(self._next_input().model_dump_json()), run_batches=self.run_batches,
+                          duplicates_skipped=self.input.duplicates_skipped,
+                          events_rejected=self.input.events_rejected, generation=self.input.spec.generation)
 
     # --- the main loop ---------------------------------------------------------------
     @workflow.run
     async def run(self, inp: NodeInput) -> None:
         self.input = inp
+        # A removed registration's workflow, started again by a feeder that had not yet
+        # noticed the removal (signal-with-start), ends here without applying anything.
+        current = await workflow.execute_local_activity(
+            "registration_is_current", RegistrationCheck(name=inp.spec.name, generation=inp.spec.generation),
+            result_type=bool, start_to_close_timeout=REGISTRATION_CHECK_TIMEOUT,
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)))
+        if not current:
+            workflow.logger.info("timeline %s (generation %r) is no longer registered: node %s shard %d stops",
+                                 inp.spec.name, inp.spec.generation, inp.node_id, inp.shard)
+            return
+        self.applied = AppliedPositions(inp.applied_positions)
+        for topic, position in inp.applied.items():  # a run from before exactly-once: its last position
+            self.applied.floors.setdefault(topic, tuple(position))
         plan = inp.spec.plan  # compiled once per run: pure and deterministic
         self.plan = plan
         node = plan.nodes[inp.node_id]
         self.node = node
-        self.parents = [node_workflow_id(inp.spec.name, p, inp.shard) for p in plan.parents(node.id)]
+        self.parents = [node_workflow_id(inp.spec, p, inp.shard) for p in plan.parents(node.id)]
         if node.is_leaf:
             self.step = LeafStep(node)
             if inp.leaf_state is not None:
@@ -173,8 +194,8 @@ class TimelineNodeWorkflow:
         now = workflow.now().timestamp()
         if isinstance(self.step, LeafStep):
             batch = self._fresh_events()
+            patches = self._guarded(self.step.apply, batch, len(batch)) if len(batch) else []
             inp.events_applied += len(batch)
-            patches = self.step.apply(batch) if len(batch) else []
             for key, t in zip(batch.keys, batch.times):
                 if t > inp.watermarks.get(key, t - 1):
                     inp.watermarks[key] = t
@@ -182,7 +203,7 @@ class TimelineNodeWorkflow:
             watermarks = {k: inp.watermarks[k] for k in touched}
         else:
             per_child, watermarks = self._fresh_patches()
-            patches = self.step.apply(per_child)
+            patches = self._guarded(self.step.apply, per_child, 0)
             touched = {p.key for p in patches}
             for key, wm in watermarks.items():
                 inp.watermarks[key] = wm
@@ -192,19 +213,56 @@ class TimelineNodeWorkflow:
             return
         self._send(patches, watermarks, {})
 
+    def _guarded(self, apply, arg, n_events: int) -> list[SpanPatch]:
+        """One step of the pure evaluator; a failure is logged and counted, never a failed
+        workflow task (which Temporal would retry forever, stopping the shard). The feeder
+        and _fresh_events keep known poison out; this is the last line."""
+        try:
+            return apply(arg)
+        except Exception as exc:  # noqa: BLE001 - any bug or bad value: the stream goes on
+            self.input.events_rejected += max(1, n_events)
+            workflow.logger.error("timeline %s node %s shard %d could not apply a batch (%s: %s); skipped",
+                                  self.input.spec.name, self.node.id, self.input.shard, type(exc).__name__, exc)
+            return []
+
+    def _usable(self, signal: EventBatchSignal, i: int, paths: list[str]) -> bool:
+        """Event i's time and values within the documented limits (the feeder checks them too)."""
+        problem = time_problem(signal.events.times[i])
+        for path in paths:
+            if problem is not None:
+                break
+            col = signal.events.columns.get(path)
+            if col is not None:
+                problem = value_problem(col[i], f"field '{path}'")
+        if problem is not None:
+            self.input.events_rejected += 1
+            workflow.logger.warning("timeline %s node %s: event of key %r not applied: %s",
+                                    self.input.spec.name, self.node.id, signal.events.keys[i], problem)
+        return problem is None
+
     def _fresh_events(self) -> EventBatch:
-        """Queued batches, without events at or before the last applied position of their topic."""
+        """Queued batches, each event once: positions already applied (redelivered, in this
+        signal or an earlier one, in any order) are skipped, per topic partition."""
         inp = self.input
         keys: list[str] = []
         times: list[int] = []
         columns: dict[str, list] = {}
         paths = [".".join(p) for p in self.plan.columns()]
+        first_time = self.applied.first_time
         for signal in self.pending_events:
-            last = inp.applied.get(signal.topic)
-            take = [i for i, pos in enumerate(signal.positions) if last is None or tuple(pos) > tuple(last)]
+            if signal.generation != inp.spec.generation:
+                inp.events_rejected += len(signal.positions)
+                workflow.logger.warning("timeline %s node %s: dropped a batch routed for generation %r (this is %r)",
+                                        inp.spec.name, self.node.id, signal.generation, inp.spec.generation)
+                continue
+            parts = signal.partitions or [-1] * len(signal.positions)
+            names = {p: partition_name(signal.topic, p) for p in set(parts)}
+            take = [i for i, (pos, part) in enumerate(zip(signal.positions, parts))
+                    if first_time(names[part], tuple(pos))]
+            inp.duplicates_skipped += len(signal.positions) - len(take)
+            take = [i for i in take if self._usable(signal, i, paths)]
             if not take:
                 continue
-            inp.applied[signal.topic] = tuple(max(signal.positions[i] for i in take))  # type: ignore[assignment]
             ev = signal.events
             keys.extend(ev.keys[i] for i in take)
             times.extend(ev.times[i] for i in take)
@@ -256,7 +314,7 @@ class TimelineNodeWorkflow:
                         "publish_results",
                         ResultsBatch(timeline=inp.spec.name, shard=inp.shard, seq=inp.seq, patches=box.patches,
                                      watermarks=box.watermarks, closed=box.closed,
-                                     results_topic=inp.spec.results_topic_name),
+                                     results_topic=inp.spec.results_topic_name, generation=inp.spec.generation),
                         start_to_close_timeout=PUBLISH_TIMEOUT,
                         retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
                     )
@@ -286,6 +344,8 @@ class TimelineNodeWorkflow:
         inp = self.input
         snap = self.step.snapshot()
         update = {"leaf_state": snap} if isinstance(self.step, LeafStep) else {"derived_state": snap}
+        if isinstance(self.step, LeafStep):
+            update.update(applied_positions=self.applied.saved(), applied={})
         return inp.model_copy(update=update)
 
     def _warn_if_large(self) -> None:

@@ -155,7 +155,8 @@ def test_list_and_describe(env, cir):
     assert d["spec"]["key_path"] == "session_id" and d["spec"]["shards"] == SHARDS
     assert d["plan"]["root"] == plan.root and len(d["plan"]["nodes"]) == len(plan.nodes) == 7
     assert len(d["workflows"]) == 7 * SHARDS
-    assert f"timeline/{name}/{plan.root}/2" in {w["workflow_id"] for w in d["workflows"]}
+    generation = d["spec"]["generation"]
+    assert generation and f"timeline/{name}/{generation}/{plan.root}/2" in {w["workflow_id"] for w in d["workflows"]}
     assert "/docs" in env.client.get("/nope").json()["error"]
     assert env.client.get("/openapi.json").json()["paths"].keys() >= {"/timelines", "/timelines/{name}/keys/{key}"}
 

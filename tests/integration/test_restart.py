@@ -12,7 +12,6 @@ import msgspec
 from runtime_helpers import batch_timelines, produce, spawn, wait_equal
 
 from timeline.dsl.compiler import compile_expression
-from timeline.models import TimelineSpec
 from timeline.producers.video_sessions import generate_sessions
 from timeline.runtime.control import connect, node_status
 from timeline.runtime.stack import free_port, start_temporal
@@ -54,8 +53,7 @@ def test_temporal_restart_mid_run(pulsar_server, tmp_path, wait_for, aio):
 
         async def applied():
             client = await connect(temporal.address)
-            spec = TimelineSpec(name=name, expression=CIR, source_topic=topic, key_path="session_id",
-                                time_path="ts", shards=2)
+            spec = store.get(name)  # as registered: its generation is in the workflow ids
             plan = compile_expression(CIR)
             return {leaf.id: sum([(await node_status(client, spec, leaf.id, s)).events_applied for s in range(2)])
                     for leaf in plan.leaves}

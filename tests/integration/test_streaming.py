@@ -15,6 +15,7 @@ from runtime_helpers import batch_timelines, produce, spawn, wait_equal
 
 from timeline.dsl.compiler import compile_expression
 from timeline.producers.video_sessions import generate_sessions
+from timeline.models import node_workflow_id
 from timeline.runtime.control import connect, node_status
 from timeline.store import open_store
 
@@ -83,7 +84,10 @@ def _assert_streaming_equals_batch(rt, names, records, wait_for, timeout=180):
         wait_equal(wait_for, store, name, expected, rt.procs, timeout)
 
 
-def _events_applied(aio, temporal_address, spec_name, expression, shards=3):
+def _events_applied(aio, temporal_address, spec_name, expression, shards=3, store=None, counter="events_applied"):
+    """Per leaf, the events its workflows applied over all shards (the `status` query)."""
+    spec = (store or _current_store).get(spec_name)
+
     async def total():
         client = await connect(temporal_address)
         plan = compile_expression(expression)
@@ -91,19 +95,23 @@ def _events_applied(aio, temporal_address, spec_name, expression, shards=3):
         for leaf in plan.leaves:
             counts[leaf.id] = 0
             for shard in range(shards):
-                from timeline.store.base import ResultsStore  # noqa: F401
-                st = await node_status(client, _spec(spec_name, expression, shards), leaf.id, shard)
-                counts[leaf.id] += st.events_applied
+                st = await node_status(client, spec, leaf.id, shard)
+                counts[leaf.id] += getattr(st, counter)
         return counts
 
     return aio.run(total())
 
 
-def _spec(name, expression, shards):
-    from timeline.models import TimelineSpec
+_current_store = None
 
-    return TimelineSpec(name=name, expression=expression, source_topic="-", key_path="session_id",
-                        time_path="ts", shards=shards)
+
+@pytest.fixture(autouse=True)
+def _registrations(runtime):
+    """Where _events_applied reads the registrations (their generation is in the workflow ids)."""
+    global _current_store
+    _current_store = runtime.store()
+    yield
+    _current_store = None
 
 
 def test_streaming_equals_batch_for_several_expressions(runtime, pulsar_server, temporal_server, wait_for, aio):
@@ -201,7 +209,8 @@ def test_continue_as_new_loses_nothing(runtime, pulsar_server, temporal_server, 
     async def runs():
         client = await connect(temporal_server.address)
         n = 0
-        async for wf in client.list_workflows(f"WorkflowId = 'timeline/{name}/{compile_expression(CIR).root}/0'"):
+        wid = node_workflow_id(runtime.store().get(name), compile_expression(CIR).root, 0)
+        async for wf in client.list_workflows(f"WorkflowId = '{wid}'"):
             n += 1
         return n
 

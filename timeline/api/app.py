@@ -122,7 +122,7 @@ def create_app(endpoints: Endpoints) -> FastAPI:
                                 sources=[(s.topic, s.key_path, s.time_path) for s in body.sources or []])
         client = await services.temporal()  # before saving: no registration without its workflows
         try:
-            created, tree = await register_spec(client, services.store, spec)
+            created, tree, spec = await register_spec(client, services.store, spec)
         except TimelineExists:
             raise ApiError(409, f"a timeline named {spec.name!r} is already registered with a different "
                                 f"definition: DELETE /timelines/{spec.name} first, or choose another name") from None
@@ -183,7 +183,7 @@ def create_app(endpoints: Endpoints) -> FastAPI:
             tl = ans.timeline if held else KeyTimeline()
             wm = ans.watermark if held else None
             nodes.append(TreeNodeOut(
-                node_id=nid, workflow_id=node_workflow_id(spec.name, nid, shard), op=node.op, kind=node.kind.value,
+                node_id=nid, workflow_id=node_workflow_id(spec, nid, shard), op=node.op, kind=node.kind.value,
                 label=node.label, leaf=node.is_leaf, children=list(node.children), held=held, watermark=wm,
                 spans=_spans(tl, wm, False, lo, hi)))
         note = None

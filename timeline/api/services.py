@@ -189,7 +189,7 @@ async def _bounded(call: Awaitable[T], spec: TimelineSpec, key: str, node_id: st
         return await asyncio.wait_for(call, timeout=QUERY_TIMEOUT_S)
     except asyncio.TimeoutError:
         plan = spec.plan
-        wid = node_workflow_id(spec.name, node_id or plan.root, shard_of(key, spec.shards))
+        wid = node_workflow_id(spec, node_id or plan.root, shard_of(key, spec.shards))
         raise ServiceUnavailable(
             f"workflow {wid} did not answer within {QUERY_TIMEOUT_S:g}s: is a worker running on task queue "
             f"{TASK_QUEUE!r} (`timeline worker`)?") from None

@@ -19,6 +19,7 @@ from timeline.dsl.compiler import Plan
 from timeline.dsl.errors import UsageError
 from timeline.dsl.events import split_key_paths, split_path
 from timeline.dsl.incremental import EventBatch
+from timeline.dsl.limits import MAX_DELIVERIES
 from timeline.dsl.results import key_timeline_spans
 from timeline.models import TimelineSpec
 from timeline.runtime.control import ServiceUnavailable, connect_temporal
@@ -68,12 +69,14 @@ def feeder_command(args: argparse.Namespace) -> int:
     ep = endpoints(args)
     settings = FeederSettings(topic=args.topic, subscription=args.subscription, batch_size=args.batch_size,
                               linger_ms=args.linger_ms, dead_letter_topic=args.dead_letter_topic,
-                              receiver_queue=args.receiver_queue)
+                              receiver_queue=args.receiver_queue, max_deliveries=args.max_deliveries)
 
     async def main():
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        client = await connect_temporal(ep)
+        client = await _connect_until_stopped(ep, stop)
+        if client is None:
+            return
         pulsar = open_client(ep.pulsar, timeout_s=15)
         store = open_store(ep.store)
         feeder = Feeder(client, pulsar, store, settings)
@@ -89,6 +92,23 @@ def feeder_command(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+async def _connect_until_stopped(ep: Endpoints, stop: asyncio.Event):
+    """Temporal, retried with backoff while it is away (a feeder started before it waits);
+    None if stopped meanwhile."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            return await connect_temporal(ep, timeout_s=10)
+        except ServiceUnavailable as exc:
+            logging.getLogger("timeline.feeder").warning("%s; retrying in %.0fs", exc, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, 10.0)
+    return None
 
 
 # --- register-workflow -----------------------------------------------------------------------
@@ -151,7 +171,7 @@ def catalog_command(args: argparse.Namespace) -> int:
 async def _register(ep: Endpoints, spec: TimelineSpec, plan: Plan, continue_as_new_after: int | None = None) -> int:
     client = await connect_temporal(ep)
     store = open_store(ep.store)
-    created, tree = await register_spec(client, store, spec, continue_as_new_after)
+    created, tree, spec = await register_spec(client, store, spec, continue_as_new_after)
     store.close()
     verb = "registered" if created else "already registered (unchanged); workflows checked"
     print(f"{verb}: timeline {spec.name!r} from {spec.describe_sources()}, {spec.shards} shards, "
@@ -168,7 +188,7 @@ def render_workflow_tree(spec: TimelineSpec, plan: Plan, total: int | None = Non
              f"(shard 0 shown; the others end in /1 ... /{spec.shards - 1})"]
 
     for node, depth, again in plan.walk():
-        lines.append(f"  {'  ' * depth}{node_workflow_id(spec.name, node.id, 0)}  "
+        lines.append(f"  {'  ' * depth}{node_workflow_id(spec, node.id, 0)}  "
                      f"[{'leaf' if node.is_leaf else 'derived'}, {node.kind.value}]  {node.label}"
                      f"{'  (shared, above)' if again else ''}")
     return "\n".join(lines)
@@ -304,9 +324,10 @@ def add_feeder_options(f: argparse.ArgumentParser) -> None:
     f.add_argument("--batch-size", type=int, default=500, help="events per batch at most (default 500)")
     f.add_argument("--linger-ms", type=int, default=200, help="longest wait to fill a batch (default 200)")
     f.add_argument("--dead-letter-topic", help="where bad messages go (default TOPIC-dead-letter)")
-    f.add_argument("--receiver-queue", type=int, default=1, metavar="N",
-                   help="messages the Pulsar client prefetches (default 1: the embedded pulsar-lite broker "
-                        "stalls when prefetched messages are acknowledged late; with Apache Pulsar use ~1000)")
+    f.add_argument("--receiver-queue", type=int, default=1000, metavar="N",
+                   help="messages the Pulsar client prefetches (default 1000)")
+    f.add_argument("--max-deliveries", type=int, default=MAX_DELIVERIES, metavar="N",
+                   help=f"dead-letter a message delivered N times without success (default {MAX_DELIVERIES})")
     f.set_defaults(handler=feeder_command)
 
 

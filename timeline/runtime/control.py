@@ -74,9 +74,9 @@ def workflow_tree(spec: TimelineSpec, plan: Plan | None = None) -> list[Workflow
     for shard in range(spec.shards):
         for node in plan.nodes.values():
             out.append(WorkflowNode(
-                workflow_id=node_workflow_id(spec.name, node.id, shard), node_id=node.id, shard=shard,
+                workflow_id=node_workflow_id(spec, node.id, shard), node_id=node.id, shard=shard,
                 leaf=node.is_leaf,
-                children=tuple(node_workflow_id(spec.name, c, shard) for c in node.children),
+                children=tuple(node_workflow_id(spec, c, shard) for c in node.children),
                 label=node.label,
             ))
     return out
@@ -116,7 +116,7 @@ async def send_batch(client: Client, spec: TimelineSpec, plan: Plan, shard: int,
         await client.start_workflow(
             NODE_WORKFLOW,
             NodeInput(spec=spec, node_id=node_id, shard=shard, continue_as_new_after=continue_as_new_after),
-            id=node_workflow_id(spec.name, node_id, shard), task_queue=task_queue,
+            id=node_workflow_id(spec, node_id, shard), task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             start_signal=EVENTS_SIGNAL, start_signal_args=[batch],
         )
@@ -126,12 +126,12 @@ async def send_batch(client: Client, spec: TimelineSpec, plan: Plan, shard: int,
 
 async def query_key(client: Client, spec: TimelineSpec, key: str, node_id: str | None = None) -> KeyAnswer:
     node_id = node_id or spec.plan.root
-    handle = client.get_workflow_handle(node_workflow_id(spec.name, node_id, shard_of(key, spec.shards)))
+    handle = client.get_workflow_handle(node_workflow_id(spec, node_id, shard_of(key, spec.shards)))
     return await handle.query(TIMELINE_QUERY, key, result_type=KeyAnswer)
 
 
 async def node_status(client: Client, spec: TimelineSpec, node_id: str, shard: int) -> NodeStatus:
-    handle = client.get_workflow_handle(node_workflow_id(spec.name, node_id, shard))
+    handle = client.get_workflow_handle(node_workflow_id(spec, node_id, shard))
     return await handle.query(STATUS_QUERY, result_type=NodeStatus)
 
 

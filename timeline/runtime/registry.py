@@ -10,7 +10,7 @@ from timeline.dsl.compiler import Plan, plan_for
 from timeline.dsl.errors import UsageError
 from timeline.dsl.events import split_key_paths, split_path
 from timeline.dsl.parser import parse_duration_ms
-from timeline.models import TimelineSpec
+from timeline.models import TimelineSpec, new_generation
 from timeline.runtime.control import start_tree, stop_tree
 
 
@@ -51,18 +51,21 @@ def build_spec(name: str, expression: str, topic: str | None = None, key: str | 
 
 
 async def register_spec(client, store, spec: TimelineSpec,
-                        continue_as_new_after: int | None = None) -> tuple[bool, list]:
-    """Save the registration, then start its workflow tree (running workflows are kept), as `register`
-    does. Returns (False if the same registration existed, the tree's WorkflowNodes); a different
+                        continue_as_new_after: int | None = None) -> tuple[bool, list, TimelineSpec]:
+    """Save the registration under a new generation, then start its workflow tree (running
+    workflows are kept), as `register` does. Returns (False if the same registration existed,
+    the tree's WorkflowNodes, the registration as stored: with its generation); a different
     registration under the name raises store.TimelineExists."""
-    created = store.register(spec)
+    created = store.register(spec.model_copy(update={"generation": new_generation()}))
+    spec = store.get(spec.name)  # the new generation, or the one of the same registration
     tree = await start_tree(client, spec, continue_as_new_after=continue_as_new_after)
-    return created, tree
+    return created, tree, spec
 
 
 async def remove_spec(client, store, spec: TimelineSpec) -> int:
-    """Stop the timeline's workflows, then delete it and its results, as `register --remove` does;
-    returns how many workflows were running."""
-    stopped = await stop_tree(client, spec)
+    """Delete the registration and its results, then stop its workflows, as `register --remove`
+    does; returns how many workflows were running. In this order: a workflow the feeder
+    starts again meanwhile (signal-with-start, before it notices the removal) finds its
+    registration gone when it starts, and ends; one started before is stopped here."""
     store.remove(spec.name)
-    return stopped
+    return await stop_tree(client, spec)

@@ -38,7 +38,9 @@ class StoredResult:
 class ResultsStore(ABC):
     @abstractmethod
     def register(self, spec: TimelineSpec) -> bool:
-        """Save a registration; False if the same one exists; TimelineExists if a different one does."""
+        """Save a registration; False if the same one exists (equal but for the generation:
+        `TimelineSpec.same_definition`; the stored one, with its generation, stays);
+        TimelineExists if a different one does."""
 
     @abstractmethod
     def get(self, name: str) -> TimelineSpec:
@@ -52,10 +54,20 @@ class ResultsStore(ABC):
         """Forget a registration and its results (UnknownTimeline if absent)."""
 
     @abstractmethod
-    def apply_results(self, batch: ResultsBatch) -> None:
+    def apply_results(self, batch: ResultsBatch) -> bool:
         """Apply a root batch: patch each key's timeline, record watermarks and closed keys.
         Idempotent: applying the same batch again changes nothing; a batch older than the
-        last one applied (per timeline and shard) is skipped."""
+        last one applied (per timeline and shard) is skipped. A batch whose `generation`
+        is not the registered one's (a removed registration's workflows still publishing),
+        or of a timeline no longer registered, is skipped and False returned (checked in
+        the same transaction as the write); True otherwise."""
+
+    def is_current(self, name: str, generation: str) -> bool:
+        """Is `name` registered, with this generation?"""
+        try:
+            return self.get(name).generation == generation
+        except UnknownTimeline:
+            return False
 
     @abstractmethod
     def result(self, timeline: str, key: str) -> StoredResult | None: ...

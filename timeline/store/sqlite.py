@@ -81,7 +81,7 @@ class SqliteStore(ResultsStore):
             row = c.execute("SELECT spec FROM timelines WHERE name = ?", (spec.name,)).fetchone()
             if row is not None:
                 c.execute("COMMIT")
-                if TimelineSpec.model_validate_json(row[0]) == spec:
+                if TimelineSpec.model_validate_json(row[0]).same_definition(spec):
                     return False
                 raise TimelineExists(spec.name)
             c.execute("INSERT INTO timelines VALUES (?, ?, ?)", (spec.name, spec.model_dump_json(), time.time()))
@@ -112,10 +112,15 @@ class SqliteStore(ResultsStore):
         if cur.rowcount == 0:
             raise UnknownTimeline(name)
 
-    def apply_results(self, batch: ResultsBatch) -> None:
+    def apply_results(self, batch: ResultsBatch) -> bool:
         c = self._conn()
         c.execute("BEGIN IMMEDIATE")
         try:
+            registered = c.execute("SELECT coalesce(json_extract(spec, '$.generation'), '') FROM timelines "
+                                   "WHERE name = ?", (batch.timeline,)).fetchone()
+            if registered is None or registered[0] != batch.generation:
+                c.execute("COMMIT")
+                return False
             row = c.execute("SELECT seq FROM applied WHERE timeline = ? AND shard = ?",
                             (batch.timeline, batch.shard)).fetchone()
             # Skip only a batch older than the last one applied. The same seq comes again
@@ -124,7 +129,7 @@ class SqliteStore(ResultsStore):
             # be applied again, or those changes are lost.
             if row is not None and row[0] > batch.seq:
                 c.execute("COMMIT")
-                return
+                return True
             now = time.time()
             for patch in batch.patches:
                 cur = c.execute("SELECT spans FROM results WHERE timeline = ? AND key = ?",
@@ -152,6 +157,7 @@ class SqliteStore(ResultsStore):
             c.execute("INSERT INTO applied VALUES (?, ?, ?) ON CONFLICT (timeline, shard) DO UPDATE SET seq = "
                       "excluded.seq", (batch.timeline, batch.shard, batch.seq))
             c.execute("COMMIT")
+            return True
         except BaseException:
             if c.in_transaction:
                 c.execute("ROLLBACK")
