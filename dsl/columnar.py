@@ -66,28 +66,46 @@ def key_paths_of(key_path: Path_ | tuple[Path_, ...]) -> tuple[Path_, ...]:
 def read_jsonl(data: bytes, key_path, time_path: Path_, paths: Sequence[Path_]) -> DecodedEvents:
     """JSON lines -> DecodedEvents: Arrow's parallel reader when it can give the exact answer,
     else the exact line-by-line decoder (which also numbers and explains every bad line)."""
+    return _read_jsonl(lambda: data, data[:JSON_BLOCK_BYTES], key_path, time_path, paths)
+
+
+def read_jsonl_file(path: Path, key_path, time_path: Path_, paths: Sequence[Path_]) -> DecodedEvents:
+    """`read_jsonl` of a file: Arrow reads it memory-mapped (no copy); the bytes are read
+    only if the exact decoder is needed."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(JSON_BLOCK_BYTES)
+    except FileNotFoundError:
+        raise UsageError(f"events file not found: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read events file {path}: {exc.strerror}") from None
+    return _read_jsonl(lambda: _read_bytes(str(path)), head, key_path, time_path, paths, source=path)
+
+
+def _read_jsonl(data_of, head: bytes, key_path, time_path, paths, source: Path | None = None) -> DecodedEvents:
     key_paths = key_paths_of(key_path)
     try:
-        import pyarrow as pa  # noqa: F401
-        table = _arrow_read_json(data, key_paths, time_path, paths)
-        decoded = table_events(table, key_paths, time_path, paths, from_json=True)
-    except (NotExact, ImportError):
-        return decode_jsonl(data, key_paths, time_path, paths)
+        table = _arrow_read_json(data_of, head, source, key_paths, time_path, paths)
+        return table_events(table, key_paths, time_path, paths, from_json=True)
+    except NotExact:
+        pass
     except Exception as exc:  # pyarrow.ArrowInvalid and kin: a line Arrow rejects
-        if type(exc).__module__.startswith("pyarrow"):
-            return decode_jsonl(data, key_paths, time_path, paths)
-        raise
-    return decoded
+        if not type(exc).__module__.startswith("pyarrow"):
+            raise
+    return decode_jsonl(data_of(), key_paths, time_path, paths)
 
 
-def _arrow_read_json(data: bytes, key_paths, time_path, paths) -> "pa.Table":
+def _arrow_read_json(data_of, head: bytes, source: Path | None, key_paths, time_path, paths) -> "pa.Table":
     import pyarrow as pa
     import pyarrow.json as pj
 
-    schema, complete = _projected_schema(data, [*key_paths, time_path, *paths])
+    schema, complete = _projected_schema(head, [*key_paths, time_path, *paths])
     parse = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore" if complete else "infer")
     read = pj.ReadOptions(block_size=JSON_BLOCK_BYTES, use_threads=True)
-    return pj.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
+    if source is not None:
+        with pa.memory_map(str(source)) as mapped:
+            return pj.read_json(mapped, read_options=read, parse_options=parse)
+    return pj.read_json(pa.BufferReader(data_of()), read_options=read, parse_options=parse)
 
 
 def _projected_schema(data: bytes, wanted: Sequence[Path_]) -> tuple["pa.Schema", bool]:
@@ -97,7 +115,7 @@ def _projected_schema(data: bytes, wanted: Sequence[Path_]) -> tuple["pa.Schema"
     import pyarrow as pa
     import pyarrow.json as pj
 
-    end = data.find(b"\n", min(len(data), JSON_BLOCK_BYTES // 4))
+    end = data.rfind(b"\n", 0, JSON_BLOCK_BYTES // 4 + 1)
     sample = data if end < 0 else data[:end + 1]
     inferred = pj.read_json(pa.BufferReader(sample)).schema
     tree: dict = {}
@@ -423,6 +441,8 @@ def read_events_file(name: str, key_path, time_path: Path_, paths: Sequence[Path
     `data` is the file's bytes when already read (stdin)."""
     fmt = EventsFormat.of(name)
     if fmt.kind == "jsonl":
+        if data is None and fmt.compression is None:
+            return read_jsonl_file(Path(name), key_path, time_path, paths)
         raw = data if data is not None else _read_bytes(name)
         if fmt.compression is not None:
             raw = _decompress(raw, fmt.compression, name)
