@@ -32,8 +32,8 @@ import msgspec
 import numpy as np
 
 from bench.cir_sql import cir_duckdb, cir_duckdb_jsonl, load_events
-from timeline.dsl.batch import evaluate, run_eval
-from timeline.dsl.columnar import read_events_file
+from timeline.dsl.batch import evaluate
+from timeline.dsl.columnar import answer_json, read_events_file
 from timeline.dsl.compiler import compile_expression
 from timeline.dsl.events import CodedColumn, EventFrame
 from timeline.dsl.spans import values_at
@@ -69,8 +69,7 @@ def timeline_in_memory(plan, events: VideoEvents) -> dict[int, int]:
 def timeline_end_to_end(plan, path: Path) -> tuple[int, bytes]:
     """What `timeline eval EXPR --events path --key session_id --time ts` does, minus printing."""
     decoded = read_events_file(str(path), ("session_id",), ("ts",), plan.columns())
-    answer = run_eval(plan, decoded, None, None, None)
-    return len(decoded.events), msgspec.json.encode(answer)
+    return len(decoded.events), answer_json(plan, decoded, None, None, None)
 
 
 def alternating_best_of(repeat: int, *fns):

@@ -31,7 +31,7 @@ from timeline.dsl.decode import BadLine, DecodedEvents, decode_jsonl
 from timeline.dsl.errors import EventError, UsageError
 from timeline.dsl.events import CodedColumn, EventFrame, ValueEncoder, parse_key, parse_time
 from timeline.dsl.limits import MAX_TIME_MS, MIN_TIME_MS
-from timeline.dsl.spans import NumericSpans, SpanSet, next_start, numbers_to_python
+from timeline.dsl.spans import NumericSpans, SpanSet, StateSpans, key_offsets, next_start, numbers_to_python
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -621,3 +621,75 @@ def output_kind(name: str) -> str:
     if kind is None:
         raise UsageError(f"--output {name}: give a .parquet, .arrow (.feather) or .json file")
     return kind
+
+
+# --- the JSON answer, rendered by Arrow's string kernels ----------------------
+
+def answer_json(plan, decoded: DecodedEvents, at: int | None, frm: int | None, to: int | None) -> bytes:
+    """`timeline eval`'s JSON answer as bytes: exactly msgspec.json.encode(run_eval(...)), with
+    whole timelines rendered by Arrow's string kernels instead of one Python object per span."""
+    from timeline.dsl.batch import evaluate_root, run_eval
+
+    if plan.aggregation is None and at is None and frm is None and to is None and len(decoded.events):
+        rendered = timelines_json_bytes(evaluate_root(plan, decoded.events), decoded.key_names)
+        if rendered is not None:
+            return rendered
+    return msgspec.json.encode(run_eval(plan, decoded, at, frm, to))
+
+
+def timelines_json_bytes(spans: SpanSet, key_names: list[str]) -> bytes | None:
+    """msgspec.json.encode(results.timelines_json(spans, key_names)), built column-wise; None when a
+    numeric value is not whole (floats are left to msgspec's formatting)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    never = np.iinfo(np.int64).max
+    end = next_start(spans.key, spans.start)
+    text = pa.large_string()  # 64-bit offsets: an answer may pass 2 GB
+    start_text = pc.cast(pa.array(spans.start, pa.int64()), text)
+    end_text = pc.cast(pa.array(end, pa.int64(), mask=end == never), text).fill_null("null")
+    if isinstance(spans, NumericSpans):
+        unknown = np.isnan(spans.v0)
+        value_text = _whole_numbers_text(spans.v0)
+        slope_text = _whole_numbers_text(np.where(unknown, np.nan, spans.slope))
+        if value_text is None or slope_text is None:
+            return None
+        rows = _concat(text, '{"start":', start_text, ',"end":', end_text, ',"value":', value_text,
+                       ',"slope":', slope_text, "}")
+    else:
+        if isinstance(spans, StateSpans):
+            table = [msgspec.json.encode(v).decode() for v in spans.vocab] + ["null"]
+            index = np.where(spans.code < 0, len(spans.vocab), spans.code)
+        else:  # BoolSpans: Kleene FALSE, UNKNOWN, TRUE
+            table, index = ["false", "null", "true"], spans.value
+        value_text = pa.array(table, text).take(pa.array(index.astype(np.int64)))
+        rows = _concat(text, '{"start":', start_text, ',"end":', end_text, ',"value":', value_text, "}")
+    offsets = key_offsets(spans.key, len(key_names)).astype(np.int64)
+    per_key = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), rows), pa.scalar(",", text))
+    names = pa.array([msgspec.json.encode(k).decode() for k in key_names], text)
+    entries = _concat(text, names, ":[", per_key, "]")
+    whole = pc.binary_join(pa.LargeListArray.from_arrays(pa.array([0, len(entries)], pa.int64()), entries),
+                           pa.scalar(",", text))
+    return b"{" + whole[0].as_buffer().to_pybytes() + b"}"
+
+
+def _concat(text, *parts):
+    """Element-wise concatenation of string arrays and constant strings."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(*(pa.scalar(p, text) if isinstance(p, str) else p for p in parts),
+                                       pa.scalar("", text))
+
+
+def _whole_numbers_text(values: np.ndarray):
+    """Whole numbers as JSON text ('null' for NaN); None if any is not whole (as numbers_to_python)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    nan = np.isnan(values)
+    whole = ~nan & (values == np.floor(values)) & (np.abs(values) < 2**62)
+    if not (whole | nan).all():
+        return None
+    ints = pa.array(np.where(nan, 0, values).astype(np.int64), pa.int64(), mask=nan)
+    return pc.cast(ints, pa.large_string()).fill_null("null")

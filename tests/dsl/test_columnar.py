@@ -171,3 +171,32 @@ def test_values_compare_by_kind_in_typed_tables():
 def test_format_by_suffix(name, kind, compression):
     fmt = columnar.EventsFormat.of(name)
     assert (fmt.kind, fmt.compression) == (kind, compression)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=jsonl(), expression=st.sampled_from(EXPRESSIONS + [
+    "duration_where(has_existed(n > 1))", "duration_in_cur_state(latest_event_to_state(s))",
+    "latest_event_to_state(n) > 0.5"]), clip=st.sampled_from([(None, None, None), (None, 3, 50), (20, None, None)]))
+def test_json_answer_renders_byte_for_byte_like_msgspec(data, expression, clip):
+    at, frm, to = clip
+    plan = compile_expression(expression)
+    decoded = decode_jsonl(data, ("k",), ("t",), plan.columns())
+    try:
+        expected = msgspec.json.encode(run_eval(plan, decoded, at, frm, to))
+    except Exception as exc:  # a usage error (an aggregation without --at ...) is the same either way
+        with pytest.raises(type(exc)):
+            columnar.answer_json(plan, decoded, at, frm, to)
+        return
+    assert columnar.answer_json(plan, decoded, at, frm, to) == expected
+
+
+def test_json_answer_renders_fractional_numbers_and_odd_strings():
+    events = [{"k": 'a"b', "t": 0, "s": "é\n\u2028", "n": 1.5}, {"k": 'a"b', "t": 3, "s": None, "n": 2},
+              {"k": "c", "t": 1, "n": -0.0}]
+    data = b"\n".join(msgspec.json.encode(e) for e in events)
+    for expression in ("latest_event_to_state(s)", "latest_event_to_state(n)",
+                       "duration_where(has_existed(n > 1)) ", "has_existed(n > 1)"):
+        plan = compile_expression(expression)
+        decoded = read_jsonl(data, ("k",), ("t",), plan.columns())
+        assert columnar.answer_json(plan, decoded, None, None, None) == msgspec.json.encode(
+            run_eval(plan, decoded, None, None, None)), expression

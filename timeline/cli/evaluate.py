@@ -10,7 +10,7 @@ from typing import BinaryIO
 import msgspec
 import numpy as np
 
-from timeline.dsl.batch import evaluate_root, run_eval
+from timeline.dsl.batch import evaluate_root
 from timeline.dsl.compiler import Plan, compile_expression
 from timeline.dsl.decode import DecodedEvents
 from timeline.dsl.errors import UsageError
@@ -77,8 +77,9 @@ def eval_command(args: argparse.Namespace) -> int:
     if output_kind in ("parquet", "arrow"):
         write_span_table(plan, decoded, at, frm, to, args.output)
         return 0
-    answer = run_eval(plan, decoded, at, frm, to)
-    out = msgspec.json.encode(answer)
+    from timeline.dsl.columnar import answer_json
+
+    out = answer_json(plan, decoded, at, frm, to)
     if args.pretty:
         out = msgspec.json.format(out, indent=2)
     if output_kind == "json":
