@@ -39,7 +39,7 @@ import numpy as np
 
 from timeline.producers.video_sessions import STATES, VideoEvents
 
-__all__ = ["CIR_SQL", "cir_duckdb", "load_events"]
+__all__ = ["CIR_SQL", "cir_duckdb", "cir_duckdb_jsonl", "load_events"]
 
 # `{table}` is substituted (a checked identifier); `$seek_window_ms` is bound.
 CIR_SQL = """
@@ -132,3 +132,18 @@ def cir_duckdb(
     sql = CIR_SQL.format(table=_check_identifier(table))
     rows = con.execute(sql, {"seek_window_ms": int(seek_window_ms)}).fetchall()
     return {int(session): int(cir) for session, cir in rows}
+
+
+def cir_duckdb_jsonl(con: duckdb.DuckDBPyConnection, path: str, seek_window_ms: int = 5000) -> dict[str, int]:
+    """CIR in ms per session id, end to end from a JSON-lines file: DuckDB's `read_json`
+    (types detected, as a user would write it) feeding the same window SQL; `seq` is the line
+    order, which DuckDB keeps (preserve_insertion_order)."""
+    literal = "'" + str(path).replace("'", "''") + "'"  # a view cannot take a bound parameter
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW events_jsonl AS "
+        "SELECT session_id AS session, ts, row_number() OVER () AS seq, playerStateChange AS state "
+        f"FROM read_json({literal}, format = 'newline_delimited')"
+    )
+    sql = CIR_SQL.format(table="events_jsonl")
+    rows = con.execute(sql, {"seek_window_ms": int(seek_window_ms)}).fetchall()
+    return {str(session): int(cir) for session, cir in rows}

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 import msgspec
+import numpy as np
 
-from timeline.dsl.batch import load_events, run_eval
+from timeline.dsl.batch import evaluate_root
 from timeline.dsl.compiler import Plan, compile_expression
 from timeline.dsl.decode import DecodedEvents
 from timeline.dsl.errors import UsageError
-from timeline.dsl.events import parse_time
+from timeline.dsl.events import parse_time, split_key_paths, split_path
 
 MAX_BAD_LINES_SHOWN = 5
 
@@ -29,18 +30,13 @@ def read_expression(text: str) -> str:
     return text
 
 
-def read_input(name: str, stdin: BinaryIO | None = None) -> bytes:
-    if name == "-":
-        return (stdin or sys.stdin.buffer).read()
-    path = Path(name)
-    if path.suffix == ".parquet":
-        raise UsageError(f"{path}: parquet input is not supported yet; convert it to JSON lines")
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"events file not found: {path}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read events file {path}: {exc.strerror}") from None
+def read_events(plan: Plan, name: str, key: str, time: str, stdin: BinaryIO | None = None) -> DecodedEvents:
+    """The events a plan needs from a file (JSON lines, .gz/.zst JSON lines, Parquet, Arrow IPC,
+    by suffix) or from stdin ('-': JSON lines)."""
+    from timeline.dsl.columnar import read_events_file
+
+    data = (stdin or sys.stdin.buffer).read() if name == "-" else None
+    return read_events_file(name, split_key_paths(key), split_path(time), plan.columns(), data=data)
 
 
 def parse_time_option(value: str | None, option: str) -> int | None:
@@ -58,8 +54,14 @@ def eval_command(args: argparse.Namespace) -> int:
     at = parse_time_option(args.at, "--at")
     frm = parse_time_option(args.frm, "--from")
     to = parse_time_option(args.to, "--to")
-    data = read_input(args.events)
-    decoded = load_events(plan, data, args.key, args.time)
+    output_kind = None
+    if args.output is not None:
+        from timeline.dsl.columnar import output_kind as kind_of
+
+        output_kind = kind_of(args.output)
+        if output_kind != "json" and plan.aggregation is not None:
+            raise UsageError("an aggregation prints one row per group: leave out --output or give a .json file")
+    decoded = read_events(plan, args.events, args.key, args.time)
     if decoded.bad:
         if args.dead_letter is None:
             for bad in decoded.bad[:MAX_BAD_LINES_SHOWN]:
@@ -72,13 +74,45 @@ def eval_command(args: argparse.Namespace) -> int:
             return 1
         write_dead_letters(args.dead_letter, decoded)
         print(f"timeline eval: {len(decoded.bad)} bad line(s) written to {args.dead_letter}", file=sys.stderr)
-    answer = run_eval(plan, decoded, at, frm, to)
-    out = msgspec.json.encode(answer)
+    if output_kind in ("parquet", "arrow"):
+        write_span_table(plan, decoded, at, frm, to, args.output)
+        return 0
+    from timeline.dsl.columnar import answer_json
+
+    out = answer_json(plan, decoded, at, frm, to)
     if args.pretty:
         out = msgspec.json.format(out, indent=2)
+    if output_kind == "json":
+        try:
+            Path(args.output).write_bytes(out + b"\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+        return 0
     sys.stdout.buffer.write(out + b"\n")
     sys.stdout.flush()
     return 0
+
+
+def write_span_table(plan: Plan, decoded: DecodedEvents, at: int | None, frm: int | None, to: int | None,
+                     name: str) -> None:
+    """The root timeline as a Parquet/Arrow table: key, node, start, end, value, slope
+    (with --at: key, node, time, value)."""
+    from timeline.dsl.columnar import spans_table, values_table, write_table
+    from timeline.dsl.spans import values_at
+
+    events = decoded.events
+    root = evaluate_root(plan, events)
+    if at is not None:
+        if frm is not None or to is not None:
+            raise UsageError("give either --at T or --from/--to, not both")
+        n = len(decoded.key_names)
+        values = values_at(root, np.arange(n, dtype=np.int64), np.full(n, at, dtype=np.int64), events.frame)
+        table = values_table(decoded.key_names, plan.root, at, values)
+    else:
+        if frm is not None and to is not None and frm >= to:
+            raise UsageError(f"--from ({frm}) must be before --to ({to})")
+        table = spans_table(root, decoded.key_names, plan.root, frm, to)
+    write_table(table, name)
 
 
 def write_dead_letters(path: str, decoded: DecodedEvents) -> None:
@@ -112,12 +146,14 @@ def render_tree(plan: Plan) -> str:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "eval", help="evaluate an expression over a JSON-lines file (batch)",
-        description="Evaluate a timeline expression over events in a JSON-lines file with the batch "
-                    "evaluator and print one JSON object: {key: [span, ...]}, or {key: value} with --at.",
+        "eval", help="evaluate an expression over an events file (batch)",
+        description="Evaluate a timeline expression over events in a file with the batch evaluator and "
+                    "print one JSON object: {key: [span, ...]}, or {key: value} with --at; or write the "
+                    "spans as a Parquet/Arrow table with --output.",
     )
     p.add_argument("expr", metavar="EXPR", help="the expression, or @FILE to read it from a file")
-    p.add_argument("--events", required=True, metavar="FILE", help="JSON lines, one event per line ('-' for stdin)")
+    p.add_argument("--events", required=True, metavar="FILE", help="events: JSON lines (.jsonl, also .jsonl.gz / .jsonl.zst), Parquet (.parquet) or Arrow "
+                        "IPC (.arrow, .feather), by suffix; '-' reads JSON lines from stdin")
     p.add_argument("--key", required=True, metavar="PATH",
                    help="dotted path of the key (session_id, page.page_id); paths joined by commas make a "
                         "composite key (wiki_id,page.page_id -> enwiki:123)")
@@ -128,6 +164,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", metavar="T", help="clip timelines to end at T (exclusive)")
     p.add_argument("--dead-letter", metavar="FILE", help="write bad lines here (JSON lines) and go on")
     p.add_argument("--pretty", action="store_true", help="indent the JSON output")
+    p.add_argument("--output", metavar="FILE",
+                   help="write the answer to FILE instead of stdout: .parquet or .arrow (.feather) for a table "
+                        "with columns key, node, start, end, value, slope (key, node, time, value with --at); "
+                        ".json for the JSON answer")
     p.set_defaults(handler=eval_command)
 
     q = sub.add_parser("plan", help="type-check an expression and print its plan (tree of nodes)",

@@ -1,0 +1,695 @@
+"""Arrow in and out: tables and files -> the EventFrame the evaluator uses; spans -> tables.
+
+`timeline eval` reads JSON lines with Arrow's multi-threaded JSON reader (both
+cores, columns built in C) and turns the columns into the same `DecodedEvents`
+the exact decoder (`dsl/decode.py`) makes. Arrow gives one type per column,
+which is not always enough to give the exact decoder's answer: a line Arrow
+rejects (bad JSON, a field that changes kind, a missing key or time), a
+number column mixing 1 and 1.5 (Arrow makes both floats, so 1 would print as
+1.0), an object used as a value. In those cases the whole input goes to the
+exact decoder, which reports every bad line with its number and reason. So
+the fast path is an optimisation only: it never changes an answer.
+
+Parquet and Arrow IPC files, and DataFrames (the Python API), are typed
+already: their values are taken as they are, and a row without a usable key
+or time is a bad row (numbered from 1), like a bad line.
+
+pyarrow is imported on first use, so `import timeline` stays light.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import msgspec
+import numpy as np
+
+from timeline.dsl.decode import BadLine, DecodedEvents, decode_jsonl
+from timeline.dsl.errors import EventError, UsageError
+from timeline.dsl.events import CodedColumn, EventFrame, ValueEncoder, parse_key, parse_time
+from timeline.dsl.limits import MAX_TIME_MS, MIN_TIME_MS
+from timeline.dsl.spans import NumericSpans, SpanSet, StateSpans, key_offsets, next_start, numbers_to_python
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+Path_ = tuple[str, ...]
+
+# Arrow's JSON reader parses blocks of this size in parallel; the first block
+# also tells the column types (see _projected_schema).
+JSON_BLOCK_BYTES = 4 << 20
+
+EVENT_SUFFIXES = {
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow",
+}
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+SPAN_OUTPUT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow",
+                        ".ipc": "arrow", ".json": "json", ".jsonl": "json"}
+
+
+class NotExact(Exception):
+    """The Arrow columns cannot give the exact decoder's answer (the reason says why)."""
+
+
+def key_paths_of(key_path: Path_ | tuple[Path_, ...]) -> tuple[Path_, ...]:
+    """One dotted path as a tuple, or a tuple of them (a composite key)."""
+    return (key_path,) if key_path and isinstance(key_path[0], str) else tuple(key_path)  # type: ignore[return-value]
+
+
+# --- JSON lines ----------------------------------------------------------------
+
+def read_jsonl(data: bytes, key_path, time_path: Path_, paths: Sequence[Path_]) -> DecodedEvents:
+    """JSON lines -> DecodedEvents: Arrow's parallel reader when it can give the exact answer,
+    else the exact line-by-line decoder (which also numbers and explains every bad line)."""
+    return _read_jsonl(lambda: data, data[:JSON_BLOCK_BYTES], key_path, time_path, paths)
+
+
+def read_jsonl_file(path: Path, key_path, time_path: Path_, paths: Sequence[Path_]) -> DecodedEvents:
+    """`read_jsonl` of a file: Arrow reads it memory-mapped (no copy); the bytes are read
+    only if the exact decoder is needed."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(JSON_BLOCK_BYTES)
+    except FileNotFoundError:
+        raise UsageError(f"events file not found: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read events file {path}: {exc.strerror}") from None
+    return _read_jsonl(lambda: _read_bytes(str(path)), head, key_path, time_path, paths, source=path)
+
+
+def _read_jsonl(data_of, head: bytes, key_path, time_path, paths, source: Path | None = None) -> DecodedEvents:
+    key_paths = key_paths_of(key_path)
+    try:
+        table = _arrow_read_json(data_of, head, source, key_paths, time_path, paths)
+        return table_events(table, key_paths, time_path, paths, from_json=True)
+    except NotExact:
+        pass
+    except Exception as exc:  # pyarrow.ArrowInvalid and kin: a line Arrow rejects
+        if not type(exc).__module__.startswith("pyarrow"):
+            raise
+    return decode_jsonl(data_of(), key_paths, time_path, paths)
+
+
+def _arrow_read_json(data_of, head: bytes, source: Path | None, key_paths, time_path, paths) -> "pa.Table":
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    schema, complete = _projected_schema(head, [*key_paths, time_path, *paths])
+    parse = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore" if complete else "infer")
+    read = pj.ReadOptions(block_size=JSON_BLOCK_BYTES, use_threads=True)
+    if source is not None:
+        with pa.memory_map(str(source)) as mapped:
+            return pj.read_json(mapped, read_options=read, parse_options=parse)
+    return pj.read_json(pa.BufferReader(data_of()), read_options=read, parse_options=parse)
+
+
+def _projected_schema(data: bytes, wanted: Sequence[Path_]) -> tuple["pa.Schema", bool]:
+    """Types of the wanted fields, inferred from the first block; timestamps stay strings
+    (times are parsed by `parse_time`, state values are the strings themselves).
+    `complete` is False when some wanted field is not typed there (then the reader infers it)."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    end = data.rfind(b"\n", 0, JSON_BLOCK_BYTES // 4 + 1)
+    sample = data if end < 0 else data[:end + 1]
+    inferred = pj.read_json(pa.BufferReader(sample)).schema
+    tree: dict = {}
+    for path in wanted:
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise NotExact(f"{'.'.join(path)} is both a value and an object")
+        node.setdefault(path[-1], None)
+    complete = True
+
+    def project(typ: "pa.DataType", want) -> "pa.DataType | None":
+        nonlocal complete
+        if want is None:  # a leaf: its type as inferred
+            if pa.types.is_timestamp(typ):
+                return pa.string()
+            if pa.types.is_null(typ):
+                complete = False
+                return None
+            return typ
+        if not pa.types.is_struct(typ):
+            raise NotExact("a nested path goes through a field that is not an object")
+        fields = []
+        for name, sub in want.items():
+            idx = typ.get_field_index(name)
+            if idx < 0:
+                complete = False
+                continue
+            child = project(typ.field(idx).type, sub)
+            if child is not None:
+                fields.append(pa.field(name, child))
+        return pa.struct(fields) if fields else None
+
+    fields = []
+    for name, sub in tree.items():
+        idx = inferred.get_field_index(name)
+        if idx < 0:
+            complete = False
+            continue
+        typ = project(inferred.field(idx).type, sub)
+        if typ is not None:
+            fields.append(pa.field(name, typ))
+    return pa.schema(fields), complete
+
+
+# --- Arrow tables --------------------------------------------------------------
+
+def table_events(table: "pa.Table", key_path, time_path: Path_, paths: Sequence[Path_],
+                 from_json: bool = False) -> DecodedEvents:
+    """An Arrow table -> DecodedEvents. `from_json`: the table was read from JSON lines, so
+    anything the exact decoder would answer differently raises NotExact; otherwise rows
+    without a usable key or time are bad rows (numbered from 1) and values are taken as typed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        key_paths = key_paths_of(key_path)
+        n = table.num_rows
+        bad_rows: dict[int, str] = {}
+        key_parts = []
+        for kp in key_paths:
+            col = _column(table, kp, from_json)
+            key_parts.append(_key_strings(col, kp, n, from_json, bad_rows))
+        time_col = _column(table, time_path, from_json)
+        times, time_bad = _times(time_col, time_path, n, from_json)
+        for row in time_bad:
+            bad_rows.setdefault(row, time_bad[row])
+        keep = None
+        if bad_rows:
+            keep = np.ones(n, dtype=bool)
+            keep[list(bad_rows)] = False
+            mask = pa.array(keep)
+            key_parts = [p.filter(mask) for p in key_parts]
+            times = times[keep]
+        keys = key_parts[0] if len(key_parts) == 1 else pc.binary_join_element_wise(*key_parts, ":")
+        encoded = pc.dictionary_encode(keys)
+        key_codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        key_names = encoded.dictionary.to_pylist()
+        columns = {}
+        for path in paths:
+            col = _column(table, path, from_json)
+            if keep is not None and col is not None:
+                col = col.filter(pa.array(keep))
+            columns[path] = _coded(col, path, len(key_codes), from_json)
+        events = EventFrame.build(key_codes, times, columns, n_keys=len(key_names))
+        bad = [BadLine(row + 1, reason, _row_json(table, row, key_paths, time_path))
+               for row, reason in sorted(bad_rows.items())]
+        return DecodedEvents(key_names=key_names, events=events, bad=bad, lines=n)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _column(table: "pa.Table", path: Path_, from_json: bool):
+    """The array at a dotted path (nested struct fields; for a typed table also a flat column
+    named 'a.b'), or None when no row has it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not from_json and len(path) > 1 and ".".join(path) in table.column_names:
+        return table.column(".".join(path)).combine_chunks()
+    if path[0] not in table.column_names:
+        return None
+    arr = table.column(path[0]).combine_chunks()
+    for part in path[1:]:
+        if not pa.types.is_struct(arr.type):
+            if from_json:
+                raise NotExact(f"{'.'.join(path)}: a nested path through a value that is not an object")
+            return None
+        if arr.type.get_field_index(part) < 0:
+            return None
+        arr = pc.struct_field(arr, [part])
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return arr
+
+
+def _key_strings(col, path: Path_, n: int, from_json: bool, bad_rows: dict[int, str]):
+    """A key column as strings; rows without a usable key go to bad_rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    name = ".".join(path)
+    if col is None:
+        if from_json:
+            raise NotExact("no key")
+        bad_rows.update({i: f"no key at '{name}'" for i in range(n) if i not in bad_rows})
+        return pa.nulls(n, pa.string())
+    if pa.types.is_integer(col.type):
+        strings = pc.cast(col, pa.string())
+    elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        strings = col
+    else:
+        if from_json:
+            raise NotExact(f"key of type {col.type}")
+        values = col.to_pylist()
+        for i, v in enumerate(values):
+            try:
+                parse_key(v, name)
+            except EventError as exc:
+                bad_rows.setdefault(i, exc.reason)
+        return pa.array([None if i in bad_rows else str(v) for i, v in enumerate(values)], pa.string())
+    unusable = pc.or_kleene(pc.is_null(strings), pc.equal(pc.utf8_length(strings), 0)).fill_null(True)
+    if pc.any(unusable).as_py():
+        if from_json:
+            raise NotExact("a line without a usable key")
+        for i in np.flatnonzero(unusable.to_numpy(zero_copy_only=False)).tolist():
+            try:
+                parse_key(strings[i].as_py(), name)
+            except EventError as exc:
+                bad_rows.setdefault(i, exc.reason)
+    return strings
+
+
+def _times(col, path: Path_, n: int, from_json: bool) -> tuple[np.ndarray, dict[int, str]]:
+    """Event times in epoch ms, and {row: reason} for rows without a usable time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    name = ".".join(path)
+    if col is None:
+        if from_json:
+            raise NotExact("no time")
+        return np.zeros(n, dtype=np.int64), {i: f"no usable time at '{name}'" for i in range(n)}
+    typ = col.type
+    if col.null_count and from_json:
+        raise NotExact("a line without a time")
+    if pa.types.is_integer(typ):
+        times = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    elif pa.types.is_timestamp(typ):
+        times = _timestamps_ms(col)
+    elif pa.types.is_date(typ):
+        times = pc.cast(pc.cast(col, pa.timestamp("ms")), pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        times, unparsed = _string_times(col, name, from_json)
+        if unparsed:
+            return times, unparsed | _null_rows(col, name)
+    elif pa.types.is_floating(typ):
+        values = col.fill_null(0).to_numpy(zero_copy_only=False)
+        whole = np.isfinite(values) & (values == np.floor(values))
+        if not whole.all():
+            if from_json:
+                raise NotExact("a time that is not whole milliseconds")
+        times = np.where(whole, values, 0).astype(np.int64)
+    else:
+        if from_json:
+            raise NotExact(f"time of type {typ}")
+        return _python_times(col.to_pylist(), name)
+    bad = _null_rows(col, name)
+    if pa.types.is_floating(typ):
+        values = col.to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(~np.isnan(values) & (values != np.floor(values))).tolist():
+            bad.setdefault(i, f"time at '{name}' must be whole milliseconds, got {values[i]!r}")
+    out_of_range = (times < MIN_TIME_MS) | (times > MAX_TIME_MS)
+    if out_of_range.any():
+        if from_json:
+            raise NotExact("a time out of range")  # the exact decoder decides what such a line is
+        for i in np.flatnonzero(out_of_range).tolist():
+            bad.setdefault(i, f"time at '{name}' is outside {MIN_TIME_MS}..{MAX_TIME_MS} ms")
+    return times, bad
+
+
+def _null_rows(col, name: str) -> dict[int, str]:
+    if not col.null_count:
+        return {}
+    return {i: f"no usable time at '{name}'" for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)).tolist()}
+
+
+def _timestamps_ms(col) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    unit = col.type.unit
+    raw = pc.cast(col, pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    if unit == "s":
+        return raw * 1000
+    if unit == "ms":
+        return raw
+    per_ms = 1000 if unit == "us" else 1_000_000
+    return np.floor_divide(raw + per_ms // 2, per_ms)  # to the nearest ms, like parse_time
+
+
+def _string_times(col, name: str, from_json: bool) -> tuple[np.ndarray, dict[int, str]]:
+    """Digit strings are epoch ms; anything else is parsed (once per distinct string) as ISO-8601.
+    Also {row: reason} for strings that are not times."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(col)
+    vocab = encoded.dictionary.to_pylist()
+    parsed = np.zeros(len(vocab) + 1, dtype=np.int64)  # the last slot: null rows
+    reasons: dict[int, str] = {}
+    for i, text in enumerate(vocab):
+        try:
+            parsed[i] = parse_time(text, name)
+        except EventError as exc:
+            if from_json:
+                raise NotExact("a time that does not parse") from None
+            reasons[i] = exc.reason
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    bad = {}
+    if reasons:
+        for row in np.flatnonzero(np.isin(codes, list(reasons))).tolist():
+            bad[row] = reasons[int(codes[row])]
+    return parsed[codes], bad
+
+
+def _python_times(values: list, name: str) -> tuple[np.ndarray, dict[int, str]]:
+    times = np.zeros(len(values), dtype=np.int64)
+    bad: dict[int, str] = {}
+    for i, v in enumerate(values):
+        try:
+            times[i] = parse_time(v.isoformat() if hasattr(v, "isoformat") else v, name)
+        except EventError as exc:
+            bad[i] = exc.reason
+    return times, bad
+
+
+def _coded(col, path: Path_, n: int, from_json: bool) -> CodedColumn:
+    """A value column -> codes into a vocabulary (first-seen order, -1 = missing or null)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if col is None or pa.types.is_null(col.type):
+        return CodedColumn(np.full(n, -1, dtype=np.int32), [])
+    typ = col.type
+    scalar = (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_integer(typ)
+              or pa.types.is_boolean(typ) or pa.types.is_floating(typ))
+    if pa.types.is_floating(typ) and from_json:
+        values = col.to_numpy(zero_copy_only=False)
+        if (values == np.floor(values)).any():
+            # JSON's 1 and 1.0 are both floats here; the exact decoder keeps them apart.
+            raise NotExact(f"{'.'.join(path)}: whole numbers in a column of floats")
+    if not scalar:
+        if from_json:
+            raise NotExact(f"{'.'.join(path)}: values of type {typ}")
+        return ValueEncoder().encode(col.to_pylist())
+    encoded = pc.dictionary_encode(col)
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+    vocab = encoded.dictionary.to_pylist()
+    if pa.types.is_floating(typ) and len(set(vocab)) < len(vocab):
+        # 0.0 and -0.0 (or NaNs) are one value to Python's equality: merge them.
+        merged = ValueEncoder()
+        remap = np.array([merged.code(v) for v in vocab] + [-1], dtype=np.int32)
+        return CodedColumn(remap[codes], merged.vocab)
+    return CodedColumn(codes, vocab)
+
+
+def _row_json(table: "pa.Table", row: int, key_paths, time_path) -> bytes:
+    """A bad row as JSON, for the dead-letter file: its key and time fields."""
+    record = table.slice(row, 1).to_pylist()[0]
+    wanted = {p[0] for p in (*key_paths, time_path)}
+    return msgspec.json.encode({k: v for k, v in record.items() if k in wanted}, enc_hook=str)
+
+
+# --- files ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EventsFormat:
+    """What an events file is: jsonl, parquet or arrow, and how a JSON-lines file is compressed."""
+
+    kind: str
+    compression: str | None = None
+
+    @classmethod
+    def of(cls, name: str) -> "EventsFormat":
+        suffixes = [s.lower() for s in Path(name).suffixes]
+        compression = COMPRESSION_SUFFIXES.get(suffixes[-1]) if suffixes else None
+        if compression is not None:
+            suffixes = suffixes[:-1]
+        kind = EVENT_SUFFIXES.get(suffixes[-1], "jsonl") if suffixes else "jsonl"
+        if compression is not None and kind != "jsonl":
+            raise UsageError(f"{name}: only JSON lines can be read compressed (.jsonl.gz, .jsonl.zst); "
+                             f"{kind} files carry their own compression")
+        return cls(kind, compression)
+
+
+def read_events_file(name: str, key_path, time_path: Path_, paths: Sequence[Path_],
+                     data: bytes | None = None) -> DecodedEvents:
+    """Events from a file by its suffix: JSON lines (optionally .gz / .zst), Parquet, Arrow IPC.
+    `data` is the file's bytes when already read (stdin)."""
+    fmt = EventsFormat.of(name)
+    if fmt.kind == "jsonl":
+        if data is None and fmt.compression is None:
+            return read_jsonl_file(Path(name), key_path, time_path, paths)
+        raw = data if data is not None else _read_bytes(name)
+        if fmt.compression is not None:
+            raw = _decompress(raw, fmt.compression, name)
+        return read_jsonl(raw, key_path, time_path, paths)
+    return table_events(read_table_file(name, fmt.kind, [p[0] for p in (*key_paths_of(key_path), time_path, *paths)]),
+                        key_path, time_path, paths)
+
+
+def read_table_file(name: str, kind: str, columns: Sequence[str] | None = None) -> "pa.Table":
+    """A Parquet or Arrow IPC (file or stream) file as a table, reading only the named
+    top-level columns that are there."""
+    import pyarrow as pa
+
+    path = Path(name)
+    if not path.exists():
+        raise UsageError(f"events file not found: {path}")
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+            wanted = _present(columns, schema.names)
+            return pq.read_table(path, columns=wanted)
+        try:
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_file(source).read_all()
+        except pa.ArrowInvalid:
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_stream(source).read_all()
+        return table.select(_present(columns, table.column_names))
+    except OSError as exc:
+        if type(exc).__module__.startswith("pyarrow") or isinstance(exc, pa.ArrowException):
+            raise UsageError(f"cannot read {path} as {kind}: {exc}") from None
+        raise UsageError(f"cannot read events file {path}: {exc.strerror or exc}") from None
+    except pa.ArrowException as exc:
+        raise UsageError(f"cannot read {path} as {kind}: {exc}") from None
+
+
+def _present(columns: Sequence[str] | None, names: list[str]) -> list[str]:
+    if columns is None:
+        return list(names)
+    wanted = set(columns)
+    # flat columns named like a dotted path ('page.page_id') are wanted too
+    return [n for n in names if n in wanted or n.split(".")[0] in wanted]
+
+
+def _read_bytes(name: str) -> bytes:
+    path = Path(name)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"events file not found: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read events file {path}: {exc.strerror}") from None
+
+
+def _decompress(data: bytes, codec: str, name: str) -> bytes:
+    import pyarrow as pa
+
+    try:
+        with pa.CompressedInputStream(pa.BufferReader(data), codec) as stream:
+            return stream.read()
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"{name}: not a valid {codec} stream: {exc}") from None
+
+
+# --- spans out -----------------------------------------------------------------
+
+def spans_table(spans: SpanSet, key_names: list[str], node: str, frm: int | None = None,
+                to: int | None = None) -> "pa.Table":
+    """A root span set as a table: key, node, start, end (null = open), value, slope (null
+    unless numeric), clipped to [frm, to) like `timeline eval --from/--to`. State values of
+    mixed kinds are written as JSON text."""
+    import pyarrow as pa
+
+    never = np.iinfo(np.int64).max
+    start = spans.start
+    end = next_start(spans.key, start)
+    keep = np.ones(len(start), dtype=bool)
+    if frm is not None:
+        keep &= end > frm
+    if to is not None:
+        keep &= start < to
+    key, start, end = spans.key[keep], start[keep], end[keep]
+    if frm is not None:
+        late_start = np.maximum(start, frm)
+    else:
+        late_start = start
+    if to is not None:
+        end = np.minimum(end, to)
+    open_end = end == never
+    if isinstance(spans, NumericSpans):
+        v0, slope = spans.v0[keep], spans.slope[keep]
+        v0 = v0 + slope * (late_start - start)  # the value where a clipped span now starts
+        unknown = np.isnan(v0)
+        value = _numbers_array(v0)
+        slope_arr = pa.array(np.where(unknown, 0.0, slope), pa.float64(), mask=unknown)
+    else:
+        values = spans.python_values()
+        value = python_values_array([v for v, k in zip(values, keep.tolist()) if k])
+        slope_arr = pa.nulls(len(key), pa.float64())
+    names = pa.array(key_names, pa.string())
+    return pa.table({
+        "key": pa.DictionaryArray.from_arrays(pa.array(key.astype(np.int32)), names).dictionary_decode(),
+        "node": pa.array(np.full(len(key), node, dtype=object), pa.string()),
+        "start": pa.array(late_start, pa.int64()),
+        "end": pa.array(end, pa.int64(), mask=open_end),
+        "value": value,
+        "slope": slope_arr,
+    })
+
+
+def _numbers_array(values: np.ndarray) -> "pa.Array":
+    """Numeric span values: int64 when all are whole, float64 otherwise; NaN = null (unknown)."""
+    import pyarrow as pa
+
+    nan = np.isnan(values)
+    finite = values[~nan]
+    if len(finite) == 0 or ((finite == np.floor(finite)) & (np.abs(finite) < 2**62)).all():
+        return pa.array(np.where(nan, 0, values).astype(np.int64), pa.int64(), mask=nan)
+    return pa.array(values, pa.float64(), mask=nan)
+
+
+def python_values_array(values: list[Any]) -> "pa.Array":
+    """Values of one kind as that Arrow type; mixed kinds (or objects) as JSON text."""
+    import pyarrow as pa
+
+    kinds = {type(v) for v in values if v is not None}
+    if kinds <= {bool}:
+        return pa.array(values, pa.bool_())
+    if kinds <= {str}:
+        return pa.array(values, pa.string())
+    if kinds <= {int}:
+        try:
+            return pa.array(values, pa.int64())
+        except (OverflowError, pa.ArrowException):
+            pass
+    if kinds <= {int, float}:
+        return pa.array(numbers_to_python(np.array([np.nan if v is None else v for v in values], dtype=float)),
+                        pa.float64())
+    return pa.array([None if v is None else msgspec.json.encode(v).decode() for v in values], pa.string())
+
+
+def values_table(key_names: list[str], node: str, at: int, values: list[Any]) -> "pa.Table":
+    """Each key's value at time `at`: key, node, time, value."""
+    import pyarrow as pa
+
+    n = len(key_names)
+    return pa.table({"key": pa.array(key_names, pa.string()), "node": pa.array([node] * n, pa.string()),
+                     "time": pa.array([at] * n, pa.int64()), "value": python_values_array(values)})
+
+
+def write_table(table: "pa.Table", name: str) -> None:
+    """Write a table as Parquet or Arrow IPC, by the file's suffix."""
+    import pyarrow as pa
+
+    kind = SPAN_OUTPUT_SUFFIXES.get(Path(name).suffix.lower())
+    if kind not in ("parquet", "arrow"):
+        raise UsageError(f"{name}: write spans to a .parquet or .arrow (.feather) file, or leave out --output "
+                         "for JSON on stdout")
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, name)
+        else:
+            import pyarrow.feather as feather
+
+            feather.write_feather(table, name, compression="uncompressed")
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"cannot write {name}: {exc}") from None
+
+
+def output_kind(name: str) -> str:
+    kind = SPAN_OUTPUT_SUFFIXES.get(Path(name).suffix.lower())
+    if kind is None:
+        raise UsageError(f"--output {name}: give a .parquet, .arrow (.feather) or .json file")
+    return kind
+
+
+# --- the JSON answer, rendered by Arrow's string kernels ----------------------
+
+def answer_json(plan, decoded: DecodedEvents, at: int | None, frm: int | None, to: int | None) -> bytes:
+    """`timeline eval`'s JSON answer as bytes: exactly msgspec.json.encode(run_eval(...)), with
+    whole timelines rendered by Arrow's string kernels instead of one Python object per span."""
+    from timeline.dsl.batch import evaluate_root, run_eval
+
+    if plan.aggregation is None and at is None and frm is None and to is None and len(decoded.events):
+        rendered = timelines_json_bytes(evaluate_root(plan, decoded.events), decoded.key_names)
+        if rendered is not None:
+            return rendered
+    return msgspec.json.encode(run_eval(plan, decoded, at, frm, to))
+
+
+def timelines_json_bytes(spans: SpanSet, key_names: list[str]) -> bytes | None:
+    """msgspec.json.encode(results.timelines_json(spans, key_names)), built column-wise; None when a
+    numeric value is not whole (floats are left to msgspec's formatting)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    never = np.iinfo(np.int64).max
+    end = next_start(spans.key, spans.start)
+    text = pa.large_string()  # 64-bit offsets: an answer may pass 2 GB
+    start_text = pc.cast(pa.array(spans.start, pa.int64()), text)
+    end_text = pc.cast(pa.array(end, pa.int64(), mask=end == never), text).fill_null("null")
+    if isinstance(spans, NumericSpans):
+        unknown = np.isnan(spans.v0)
+        value_text = _whole_numbers_text(spans.v0)
+        slope_text = _whole_numbers_text(np.where(unknown, np.nan, spans.slope))
+        if value_text is None or slope_text is None:
+            return None
+        rows = _concat(text, '{"start":', start_text, ',"end":', end_text, ',"value":', value_text,
+                       ',"slope":', slope_text, "}")
+    else:
+        if isinstance(spans, StateSpans):
+            table = [msgspec.json.encode(v).decode() for v in spans.vocab] + ["null"]
+            index = np.where(spans.code < 0, len(spans.vocab), spans.code)
+        else:  # BoolSpans: Kleene FALSE, UNKNOWN, TRUE
+            table, index = ["false", "null", "true"], spans.value
+        value_text = pa.array(table, text).take(pa.array(index.astype(np.int64)))
+        rows = _concat(text, '{"start":', start_text, ',"end":', end_text, ',"value":', value_text, "}")
+    offsets = key_offsets(spans.key, len(key_names)).astype(np.int64)
+    per_key = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), rows), pa.scalar(",", text))
+    names = pa.array([msgspec.json.encode(k).decode() for k in key_names], text)
+    entries = _concat(text, names, ":[", per_key, "]")
+    whole = pc.binary_join(pa.LargeListArray.from_arrays(pa.array([0, len(entries)], pa.int64()), entries),
+                           pa.scalar(",", text))
+    return b"{" + whole[0].as_buffer().to_pybytes() + b"}"
+
+
+def _concat(text, *parts):
+    """Element-wise concatenation of string arrays and constant strings."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(*(pa.scalar(p, text) if isinstance(p, str) else p for p in parts),
+                                       pa.scalar("", text))
+
+
+def _whole_numbers_text(values: np.ndarray):
+    """Whole numbers as JSON text ('null' for NaN); None if any is not whole (as numbers_to_python)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    nan = np.isnan(values)
+    whole = ~nan & (values == np.floor(values)) & (np.abs(values) < 2**62)
+    if not (whole | nan).all():
+        return None
+    ints = pa.array(np.where(nan, 0, values).astype(np.int64), pa.int64(), mask=nan)
+    return pc.cast(ints, pa.large_string()).fill_null("null")

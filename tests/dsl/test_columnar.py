@@ -1,0 +1,202 @@
+"""The Arrow reading path gives exactly the exact decoder's answers (dsl/columnar.py vs dsl/decode.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import timeline.dsl.columnar as columnar
+from timeline.dsl.batch import run_eval
+from timeline.dsl.columnar import read_jsonl, table_events
+from timeline.dsl.compiler import compile_expression
+from timeline.dsl.decode import decode_jsonl
+
+EXPRESSIONS = [
+    "latest_event_to_state(s)",
+    "latest_event_to_state(n)",
+    "latest_event_to_state(p.q)",
+    "latest_event_to_state(b)",
+    'has_existed(n > 1 && b == true) && !has_existed_within(s == "x", 5)',
+    'has_existed(p.q == "x" || p.q == 1)',
+    'duration_where(latest_event_to_state(s) == "x")',
+    "duration_in_cur_state(latest_event_to_state(n)) >= 3",
+    "latest_event_to_state(s) | aggregate(group_by(p.q), count)",
+]
+
+# Each column draws its values from one family per example, so most examples are
+# typed cleanly (the fast path runs) and some mix kinds (the fallback runs).
+FAMILIES = {
+    "str": st.sampled_from(["x", "y", "", "1"]),
+    "int": st.integers(-3, 3),
+    "float": st.sampled_from([0.5, 2.5, -1.25]),
+    "num": st.one_of(st.integers(0, 3), st.sampled_from([1.0, 2.5])),
+    "bool": st.booleans(),
+    "mixed": st.one_of(st.integers(0, 2), st.sampled_from(["1", "x"]), st.booleans()),
+}
+ISO = st.builds(lambda ms, fmt: fmt(ms), st.integers(0, 60_000), st.sampled_from([
+    lambda ms: dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+    lambda ms: dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).replace(tzinfo=None).isoformat(),
+    lambda ms: dt.datetime.fromtimestamp(ms / 1000, dt.timezone(dt.timedelta(hours=2))).isoformat(),
+]))
+TIMES = {
+    "int": st.integers(0, 60_000),
+    "digits": st.integers(0, 60_000).map(str),
+    "iso": ISO,
+    "mixed": st.one_of(st.integers(0, 60_000), ISO),
+}
+KEYS = {"str": st.sampled_from(["a", "b", "c"]), "int": st.integers(1, 3),
+        "mixed": st.sampled_from(["a", 7, "7"])}
+
+
+@st.composite
+def jsonl(draw):
+    """(data, has_bad): JSON lines with optional, null, nested and mis-typed fields."""
+    clean = draw(st.integers(0, 2)) > 0  # two in three examples are typed cleanly
+    fam = {c: draw(st.sampled_from(["str", "int", "float", "bool"] if clean else sorted(FAMILIES)))
+           for c in ("s", "n", "b", "q")}
+    time_kind = draw(st.sampled_from(["int", "digits", "iso"] if clean else sorted(TIMES)))
+    key_kind = draw(st.sampled_from(["str", "int"] if clean else sorted(KEYS)))
+    broken = None if clean else draw(st.sampled_from([None, "json", "no-key", "no-time", "bad-time"]))
+    lines = []
+    for _ in range(draw(st.integers(1, 30))):
+        event: dict = {"k": draw(KEYS[key_kind]), "t": draw(TIMES[time_kind])}
+        for c in ("s", "n", "b"):
+            if draw(st.integers(0, 3)):
+                event[c] = draw(st.one_of(st.none(), FAMILIES[fam[c]])) if draw(st.booleans()) else \
+                    draw(FAMILIES[fam[c]])
+        nest = draw(st.integers(0, 3))
+        if nest == 1:
+            event["p"] = None
+        elif nest >= 2:
+            event["p"] = {"q": draw(FAMILIES[fam["q"]]), "other": 1} if nest == 3 else {"other": 2}
+        lines.append(msgspec.json.encode(event))
+    if broken is not None:
+        at = draw(st.integers(0, len(lines)))
+        bad = {"json": b'{"k": "a", "t": 1', "no-key": b'{"t": 5, "s": "x"}', "no-time": b'{"k": "a"}',
+               "bad-time": b'{"k": "a", "t": "yesterday"}'}[broken]
+        lines.insert(at, bad)
+    if draw(st.booleans()):
+        lines.insert(draw(st.integers(0, len(lines))), b"")  # a blank line
+    return b"\n".join(lines) + (b"\n" if draw(st.booleans()) else b"")
+
+
+def answers(data: bytes, expression: str, decode) -> tuple:
+    plan = compile_expression(expression)
+    decoded = decode(data, (("k",),), ("t",), plan.columns())
+    bad = [(b.line, b.reason, b.raw) for b in decoded.bad]
+    events = decoded.events
+    at = int(events.time.max()) if len(events) else None
+    return (bad, decoded.key_names, msgspec.json.encode(run_eval(plan, decoded, None, None, None)),
+            msgspec.json.encode(run_eval(plan, decoded, at, None, None)))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=jsonl(), expression=st.sampled_from(EXPRESSIONS))
+def test_arrow_reader_answers_exactly_like_the_exact_decoder(data, expression):
+    assert answers(data, expression, read_jsonl) == answers(data, expression, decode_jsonl)
+
+
+def test_clean_input_takes_the_arrow_path(monkeypatch):
+    """Typed-clean JSON lines never reach the exact decoder (else the speed is not there)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("fell back to the exact decoder")
+
+    lines = [{"k": f"s{i % 7}", "t": 1000 + i, "s": "xyz"[i % 3], "n": i % 5 if i % 4 else None,
+              "p": {"q": "u" if i % 2 else "v", "skip": [1]}, "extra": {"deep": i}} for i in range(2000)]
+    data = b"\n".join(msgspec.json.encode(e) for e in lines) + b"\n"
+    expected = {e: answers(data, e, decode_jsonl) for e in EXPRESSIONS}
+    monkeypatch.setattr(columnar, "decode_jsonl", refuse)
+    for expression in EXPRESSIONS:
+        assert answers(data, expression, read_jsonl) == expected[expression], expression
+
+
+def test_iso_times_and_a_field_missing_from_the_first_block(monkeypatch):
+    monkeypatch.setattr(columnar, "JSON_BLOCK_BYTES", 256)  # the sample sees no "late" field
+    lines = [{"k": "a", "t": f"2025-02-07T13:29:{i % 60:02d}Z", "s": "x"} for i in range(40)]
+    lines.append({"k": "a", "t": "2025-02-07T13:30:00+01:00", "late": "yes"})
+    data = b"\n".join(msgspec.json.encode(e) for e in lines)
+    for expression in ("latest_event_to_state(late)", "latest_event_to_state(s)"):
+        assert answers(data, expression, read_jsonl) == answers(data, expression, decode_jsonl)
+
+
+# --- typed tables (Parquet, Arrow, DataFrames) -----------------------------------
+
+def test_table_rows_without_key_or_time_are_bad_rows_with_reasons():
+    table = pa.table({"k": ["a", None, "b", ""], "t": ["1970-01-01T00:00:01Z", "5", None, "7"],
+                      "s": ["x", "y", "z", "w"]})
+    plan = compile_expression("latest_event_to_state(s)")
+    decoded = table_events(table, ("k",), ("t",), plan.columns())
+    assert [(b.line, b.reason) for b in decoded.bad] == [
+        (2, "no key at 'k'"), (3, "no usable time at 't'"), (4, "key at 'k' is empty")]
+    assert msgspec.to_builtins(run_eval(plan, decoded, None, None, None)) == {
+        "a": [{"start": 1000, "end": None, "value": "x"}]}
+
+
+def test_table_timestamps_nested_structs_and_flat_dotted_columns():
+    ts = pa.array([dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc),
+                   dt.datetime(2025, 1, 1, 0, 0, 1, 500, tzinfo=dt.timezone.utc)], pa.timestamp("us", tz="UTC"))
+    nested = pa.table({"page": pa.array([{"id": 1}, {"id": 2}]), "ts": ts, "v": [1.0, 2.5]})
+    flat = pa.table({"page.id": [1, 2], "ts": ts, "v": [1.0, 2.5]})
+    plan = compile_expression("latest_event_to_state(v)")
+    for table in (nested, flat):
+        decoded = table_events(table, ("page", "id"), ("ts",), plan.columns())
+        assert decoded.key_names == ["1", "2"]
+        assert decoded.events.time.tolist() == [1735689600000, 1735689601001]
+        assert msgspec.to_builtins(run_eval(plan, decoded, None, None, None)) == {
+            "1": [{"start": 1735689600000, "end": None, "value": 1.0}],
+            "2": [{"start": 1735689601001, "end": None, "value": 2.5}]}
+
+
+def test_values_compare_by_kind_in_typed_tables():
+    table = pa.table({"k": ["a", "a", "b", "c"], "t": [1, 2, 3, 4], "n": [1, 2, 1, 3],
+                      "f": [1.0, 2.0, 3.0, 4.0], "s": ["1", "2", "1", "3"]})
+    plan = compile_expression('has_existed(n == 1) && has_existed(f == 1) && !has_existed(s == 1)')
+    decoded = table_events(table, ("k",), ("t",), plan.columns())
+    out = msgspec.to_builtins(run_eval(plan, decoded, 10, None, None))
+    assert out == {"a": True, "b": False, "c": False}
+    assert np.array_equal(decoded.events.column(("n",)).codes, [0, 1, 0, 2])
+
+
+@pytest.mark.parametrize("name,kind,compression", [
+    ("e.jsonl", "jsonl", None), ("e.jsonl.gz", "jsonl", "gzip"), ("E.NDJSON.ZST", "jsonl", "zstd"),
+    ("e.parquet", "parquet", None), ("e.arrow", "arrow", None), ("e.feather", "arrow", None),
+    ("-", "jsonl", None),
+])
+def test_format_by_suffix(name, kind, compression):
+    fmt = columnar.EventsFormat.of(name)
+    assert (fmt.kind, fmt.compression) == (kind, compression)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=jsonl(), expression=st.sampled_from(EXPRESSIONS + [
+    "duration_where(has_existed(n > 1))", "duration_in_cur_state(latest_event_to_state(s))",
+    "latest_event_to_state(n) > 0.5"]), clip=st.sampled_from([(None, None, None), (None, 3, 50), (20, None, None)]))
+def test_json_answer_renders_byte_for_byte_like_msgspec(data, expression, clip):
+    at, frm, to = clip
+    plan = compile_expression(expression)
+    decoded = decode_jsonl(data, ("k",), ("t",), plan.columns())
+    try:
+        expected = msgspec.json.encode(run_eval(plan, decoded, at, frm, to))
+    except Exception as exc:  # a usage error (an aggregation without --at ...) is the same either way
+        with pytest.raises(type(exc)):
+            columnar.answer_json(plan, decoded, at, frm, to)
+        return
+    assert columnar.answer_json(plan, decoded, at, frm, to) == expected
+
+
+def test_json_answer_renders_fractional_numbers_and_odd_strings():
+    events = [{"k": 'a"b', "t": 0, "s": "é\n\u2028", "n": 1.5}, {"k": 'a"b', "t": 3, "s": None, "n": 2},
+              {"k": "c", "t": 1, "n": -0.0}]
+    data = b"\n".join(msgspec.json.encode(e) for e in events)
+    for expression in ("latest_event_to_state(s)", "latest_event_to_state(n)",
+                       "duration_where(has_existed(n > 1)) ", "has_existed(n > 1)"):
+        plan = compile_expression(expression)
+        decoded = read_jsonl(data, ("k",), ("t",), plan.columns())
+        assert columnar.answer_json(plan, decoded, None, None, None) == msgspec.json.encode(
+            run_eval(plan, decoded, None, None, None)), expression
