@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import (
     UnexpectedCharacters,
