@@ -11,6 +11,7 @@ import difflib
 import json
 import math
 import re
+
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import (
     UnexpectedCharacters,
