@@ -33,6 +33,7 @@ from timeline.dsl.events import (
     split_path,
 )
 from timeline.dsl.incremental import EventBatch
+from timeline.feeder.metrics import FeederMetrics
 from timeline.models import EventBatchSignal, TimelineSpec, shard_of
 from timeline.runtime.control import send_batch
 from timeline.store.base import ResultsStore
@@ -115,6 +116,7 @@ class Feeder:
         self._decoder = msgspec.json.Decoder()
         self._dlq = None
         self._waiting = False
+        self.metrics = FeederMetrics(settings.topic, log)
 
     # --- registrations -------------------------------------------------------------
     def refresh_routes(self, force: bool = False) -> list[_Route]:
@@ -142,6 +144,7 @@ class Feeder:
             routes = self.refresh_routes(force=True)
         if not routes:
             return False
+        self.metrics.batch_started(messages)
         buffers: dict[tuple[str, int], _ShardBuffer] = {}
         dead: list[tuple[Any, str, str | None]] = []
         for msg in messages:
@@ -193,6 +196,7 @@ class Feeder:
             sends.append(self._send_with_retry(route, shard, signal))
             self.stats.signals += len(route.plan.leaves)
         await asyncio.gather(*sends)
+        self.metrics.batch_signalled(messages, buffers, by_name)
         self.stats.batches += 1
         return True
 
@@ -235,7 +239,7 @@ class Feeder:
                 props["timeline"] = timeline
             self._dlq.send_async(msg.data(), None, properties=props)
             self.stats.dead_lettered += 1
-            log.warning("dead-lettered a message from %s: %s", msg.topic_name(), reason)
+        self.metrics.dead_lettered(dead)  # one log line per message, repeats rate-limited
         self._dlq.flush()
 
     # --- the loop ---------------------------------------------------------------------
