@@ -181,7 +181,7 @@ function renderPlots(tree) {
     el("p", { class: "muted" }, `shard ${tree.shard} · ${tree.closed ? "closed (final)" : "live"} · ` +
       `${fmtTime(t0)} … ${fmtTime(t1)}` + (tree.note ? ` · ${tree.note}` : "")));
   const box = $("plots");
-  box.replaceChildren();
+  box.replaceChildren(timeAxis(t0, t1, x));
   for (const node of tree.nodes) {
     const row = el("div", { class: "node-row", "data-node": node.node_id, "data-kind": node.kind,
                             "data-spans": String(node.spans.length) });
@@ -202,6 +202,25 @@ function renderPlots(tree) {
     box.append(row);
   }
   $("legend").hidden = false;
+}
+
+function timeAxis(t0, t1, x) {
+  const axis = svg("svg", { width: WIDTH, height: 22, viewBox: `0 0 ${WIDTH} 22`, class: "axis" });
+  const step = niceStep((t1 - t0) / 8);
+  for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
+    const tx = x(t);
+    axis.append(svg("line", { x1: tx, x2: tx, y1: 16, y2: 22, class: "tick" }));
+    const label = svg("text", { x: Math.max(tx, 16), y: 12, class: "axis-label", "text-anchor": "middle" });
+    label.textContent = Math.abs(t) < 1e11 ? String(t) : new Date(t).toISOString().slice(11, 19);
+    axis.append(label);
+  }
+  return axis;
+}
+
+function niceStep(raw) {
+  const mag = Math.pow(10, Math.floor(Math.log10(Math.max(raw, 1))));
+  for (const m of [1, 2, 5, 10]) if (m * mag >= raw) return m * mag;
+  return 10 * mag;
 }
 
 function hatchDefs() {
