@@ -49,6 +49,7 @@ class DroppingStream:
     def __init__(self, events: list[dict]):
         self.events = events
         self.requests: list[str | None] = []  # the Last-Event-ID of each connection
+        self.paths: list[str] = []
         stream = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -57,6 +58,7 @@ class DroppingStream:
             def do_GET(self):  # noqa: N802 - the http.server API
                 last = self.headers.get("Last-Event-ID")
                 stream.requests.append(last)
+                stream.paths.append(self.path)
                 start = int(last) if last else 0
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -144,3 +146,23 @@ def test_gives_up_after_max_reconnects_naming_the_url(pulsar_server, tmp_path):
                                  pulsar_server.address, "--state", str(tmp_path / "s.json"), "--max-reconnects", "2"])
     with pytest.raises(TimelineError, match=r"cannot reach http://127.0.0.1:9/v2/stream/none: .*2 reconnects"):
         args.handler(args)
+
+
+def test_since_starts_a_first_run_and_a_saved_position_wins_over_it(pulsar_server, tmp_path):
+    stream = f"test.since.{uuid.uuid4().hex[:8]}"
+    server = DroppingStream(page_change_events(stream, 10))
+    state = tmp_path / "state.json"
+    base = ["ingest-sse", server.url, "--stream", stream, "--pulsar", pulsar_server.address, "--state", str(state),
+            "--since", "2026-01-01T00:00:00Z", "--limit", "3"]
+    try:
+        args = _parser().parse_args(base)
+        assert args.handler(args) == 0
+        assert server.requests == [None] and server.paths[0].endswith("?since=2026-01-01T00%3A00%3A00Z")
+        args = _parser().parse_args(base)  # saved position: resume after it, `since` no longer applies
+        assert args.handler(args) == 0
+        assert server.requests[1] == "3" and "since" not in server.paths[1]
+        args = _parser().parse_args([*base, "--no-resume"])
+        assert args.handler(args) == 0
+        assert server.requests[2] is None and "since=" in server.paths[2]
+    finally:
+        server.close()
