@@ -42,6 +42,7 @@ from timeline.dsl.events import (
 )
 from timeline.dsl.incremental import EventBatch
 from timeline.dsl.limits import MAX_DELIVERIES, MAX_SIGNAL_BYTES
+from timeline.feeder.metrics import FeederMetrics
 from timeline.models import EventBatchSignal, TimelineSpec, shard_of
 from timeline.runtime.control import send_batch
 from timeline.store.base import ResultsStore
@@ -169,6 +170,7 @@ class Feeder:
         # message id -> None, for the messages handled (signalled or dead-lettered) in this process
         self._handled: collections.OrderedDict = collections.OrderedDict()
         self._failures: collections.Counter = collections.Counter()  # message id -> failed attempts here
+        self.metrics = FeederMetrics(settings.topic, log)
 
     # --- registrations -------------------------------------------------------------
     def refresh_routes(self, force: bool = False) -> list[_Route]:
@@ -206,6 +208,7 @@ class Feeder:
             routes = self.refresh_routes(force=True)
         if not routes:
             return False
+        self.metrics.batch_started(messages)
         buffers: dict[tuple[str, int], _ShardBuffer] = {}
         dead: list[tuple[Any, str, str | None]] = []
         handled = self._handled
@@ -233,6 +236,7 @@ class Feeder:
             handled[mid] = None
         while len(handled) > HANDLED_MEMORY:
             handled.popitem(last=False)
+        self.metrics.batch_signalled(messages, buffers, by_name)
         self.stats.batches += 1
         return True
 
@@ -373,7 +377,7 @@ class Feeder:
                 props["timeline"] = timeline
             self._dlq.send_async(msg.data(), None, properties=props)
             self.stats.dead_lettered += 1
-            log.warning("dead-lettered a message from %s: %s", msg.topic_name(), reason[:500])
+        self.metrics.dead_lettered(dead)  # one log line per message, repeats rate-limited
         self._dlq.flush()
 
     # --- the loop ---------------------------------------------------------------------

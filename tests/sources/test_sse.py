@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from timeline.dsl.errors import TimelineError, UsageError
 from timeline.sources.ingest import USER_AGENT, open_source
-from timeline.sources.sse import SSEEvent, SSEParser, parse_sse
+from timeline.sources.sse import SSEEvent, SSEReader, event_source, parse_sse
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "eventstreams_page_change.sse"
 
@@ -61,8 +61,9 @@ def test_one_space_after_the_colon_is_dropped_and_no_more():
 
 def test_event_type_resets_but_the_id_persists():
     text = "event: update\nid: 1\ndata: a\n\ndata: b\n\nid:\ndata: c\n\nid: bad\0id\ndata: d\n\n"
-    assert events(text) == [("1", "update", "a"), ("1", "message", "b"), ("", "message", "c"),
-                            ("", "message", "d")]  # an id with NUL is ignored
+    # An empty `id:` resets the last event id (nothing to resume from: None); an id with NUL is ignored.
+    assert events(text) == [("1", "update", "a"), ("1", "message", "b"), (None, "message", "c"),
+                            (None, "message", "d")]
 
 
 def test_an_event_without_data_is_not_dispatched():
@@ -70,16 +71,16 @@ def test_an_event_without_data_is_not_dispatched():
 
 
 def test_retry_and_unknown_fields():
-    parser = SSEParser()
-    assert parser.feed("retry: 1500\nfoo: bar\nretry: soon\ndata: x\n\n") == [SSEEvent(None, "message", "x")]
-    assert parser.retry_ms == 1500
+    reader = SSEReader(event_source(["retry: 1500\nfoo: bar\nretry: soon\ndata: x\n\n"]))
+    assert list(reader) == [SSEEvent(None, "message", "x")]
+    assert reader.retry_ms == 1500
 
 
 def test_an_unterminated_last_event_is_discarded():
-    parser = SSEParser()
-    assert list(parse_sse(["data: complete\n\n", "id: 9\ndata: cut off"], parser)) == [
-        (None, "message", "complete")]
-    assert parser.last_event_id == "9"
+    reader = SSEReader(event_source(["id: 8\ndata: complete\n\n", "id: 9\ndata: cut off"]))
+    assert list(reader) == [("8", "message", "complete")]
+    # The id to resume from is the last *dispatched* event's: resuming from 9 would skip the cut-off event.
+    assert reader.last_event_id == "8"
 
 
 def test_bom_and_utf8_split_across_chunks():

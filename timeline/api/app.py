@@ -43,6 +43,9 @@ log = logging.getLogger("timeline.api")
 
 from timeline.api.errors import ApiError, _install_error_handlers, _responses
 from timeline.api.limits import RequestBodyLimit
+from timeline.api.intake import router as intake_router
+from timeline.api.ops import install_operations
+from timeline.api.ui import install_ui
 from timeline.api.models import (
     KeysOut,
     KeyTimelineOut,
@@ -98,10 +101,15 @@ def create_app(endpoints: Endpoints) -> FastAPI:
         finally:
             services.store.close()
 
-    app = FastAPI(title="Timeline", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc are served by ui.py with local assets (FastAPI's own pages load them from a CDN).
+    app = FastAPI(title="Timeline", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.services = services
     _install_error_handlers(app)
     app.add_middleware(RequestBodyLimit)
+    install_operations(app)        # /health, /ready, /metrics and request metrics
+    install_ui(app)                # /ui (the explain page), /docs, /redoc
+    app.include_router(intake_router)  # POST /v1/events (EventGate-compatible)
 
     @app.get("/timelines", response_model=TimelineListOut, summary="List registered timelines")
     async def list_timelines() -> TimelineListOut:

@@ -49,8 +49,12 @@ def api_command(args: argparse.Namespace) -> int:
     # The command line hands the servers to the HTTP face through the environment it reads,
     # and uvicorn imports the app by name: one face does not import the other.
     os.environ.update(ep.environment())
+    from timeline.runtime.telemetry import uvicorn_log_config
+
+    json_logs = uvicorn_log_config(args.log_format)  # None: uvicorn's own text format
     config = uvicorn.Config(APP_FACTORY, factory=True, host=args.host, port=args.port, log_level=args.log_level,
-                            lifespan="on", access_log=args.access_log)
+                            lifespan="on", access_log=args.access_log,
+                            **({"log_config": json_logs} if json_logs else {}))
     server = _server_class()(config)
     try:
         server.run()
@@ -72,6 +76,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn log level (default info)")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
+    p.add_argument("--log-format", choices=["text", "json"], default=None,
+                   help="log lines as text or one JSON object each (default: TIMELINE_LOG_FORMAT, else text)")
     add_endpoint_options(p)  # --pulsar is accepted like everywhere else (the API does not use it)
     p.set_defaults(handler=api_command)
 

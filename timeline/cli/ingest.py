@@ -6,6 +6,11 @@
 
 Each event goes to the topic named after its stream (`sources.eventplatform.topic_for`);
 canary events are dropped; invalid ones go to `eventstreams-dead-letter` with the reason.
+
+A URL is followed live: when the connection drops it reconnects and resumes after the
+last event received (`Last-Event-ID`). The last event id Pulsar has confirmed is kept in
+a state file (default: .timeline/ingest-sse/, one per URL), so running the same command
+again continues where the last run stopped; `--since` picks the start of a first run.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from timeline.runtime.settings import add_endpoint_options, endpoints
+from pathlib import Path
+
+from timeline.runtime.settings import add_endpoint_options, endpoints, home
 from timeline.sources.eventplatform import STREAMS
 
 __all__ = ["add_ingest_options", "add_parsers", "ingest_command"]
@@ -47,7 +54,20 @@ def add_ingest_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-validate", action="store_true",
                    help="do not validate events against their schemas (page key and meta.dt are still required)")
     p.add_argument("--limit", metavar="N", type=_positive_int, default=None,
-                   help="stop after N events (needed to end a live stream)")
+                   help="stop after N events (a live stream runs until Ctrl-C otherwise)")
+    live = p.add_argument_group("live streams (URL sources)")
+    live.add_argument("--since", metavar="TIME",
+                      help="start at this time (ISO-8601 or epoch ms; EventStreams' `since`) when there is no "
+                           "saved position; default: now")
+    live.add_argument("--last-event-id", metavar="ID",
+                      help="resume after this event id (overrides the saved position)")
+    live.add_argument("--state", metavar="FILE",
+                      help="where the last confirmed event id is kept (default: one file per URL in "
+                           "HOME/ingest-sse/)")
+    live.add_argument("--no-resume", action="store_true",
+                      help="ignore the saved position (it is still updated)")
+    live.add_argument("--max-reconnects", metavar="N", type=int, default=None,
+                      help="give up after N failed reconnects in a row (default: never)")
     add_endpoint_options(p, temporal=False, store=False)
     p.set_defaults(handler=ingest_command)
 
@@ -67,10 +87,14 @@ def ingest_command(args: argparse.Namespace) -> int:
     url = endpoints(args).pulsar
     stats = IngestStats()
     client = open_client(url)
+    options = dict(streams=args.streams, validate=not args.no_validate, limit=args.limit, stats=stats,
+                   progress=_progress)
     try:
-        with open_source(args.source) as lines:
-            ingest_sse(lines, client, streams=args.streams, validate=not args.no_validate, limit=args.limit,
-                       stats=stats, progress=_progress)
+        if args.source.split("://", 1)[0].lower() in ("http", "https"):
+            _follow(args, client, options)
+        else:
+            with open_source(args.source) as lines:
+                ingest_sse(lines, client, **options)
     except KeyboardInterrupt:
         print(stats.summary(), flush=True)
         print("interrupted: everything read before Ctrl-C was flushed to Pulsar", file=sys.stderr)
@@ -85,6 +109,24 @@ def ingest_command(args: argparse.Namespace) -> int:
         client.close()
     print(stats.summary(), flush=True)
     return 0
+
+
+def _follow(args: argparse.Namespace, client, options: dict) -> None:
+    """A live stream: reconnect on drops, resume from (and keep) the last confirmed event id."""
+    from timeline.sources.ingest import ResumeState, default_state_path, follow_stream, route_events
+
+    path = Path(args.state) if args.state else default_state_path(home(args) / "ingest-sse", args.source)
+    state = ResumeState(path, args.source)
+    start = args.last_event_id or (None if args.no_resume else state.last_event_id)
+    if start:
+        print(f"ingest-sse: resuming {args.source} after event id {start} (state: {path})", file=sys.stderr,
+              flush=True)
+    events = follow_stream(args.source, last_event_id=start, since=args.since, max_reconnects=args.max_reconnects,
+                           stats=options["stats"])
+    try:
+        route_events(events, client, checkpoint=state.save, **options)
+    finally:
+        events.close()
 
 
 def _progress(stats) -> None:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import time
 import uuid
@@ -39,13 +38,35 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+def _operate(args: argparse.Namespace) -> None:
+    """Logging (text or JSON) and the Prometheus endpoints of a long-running process (worker, feeder)."""
+    from timeline.runtime.telemetry import configure_logging, serve_metrics, temporal_runtime_with_metrics
+
+    configure_logging(fmt=getattr(args, "log_format", None))
+    if getattr(args, "metrics_port", None):
+        serve_metrics(args.metrics_port, args.metrics_host)
+    if getattr(args, "temporal_metrics_port", None):  # before the first Temporal client of the process
+        temporal_runtime_with_metrics(f"{args.metrics_host}:{args.temporal_metrics_port}")
+
+
+def add_operate_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("operating")
+    g.add_argument("--log-format", choices=["text", "json"], default=None,
+                   help="log lines as text or one JSON object each (default: TIMELINE_LOG_FORMAT, else text)")
+    g.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Timeline's Prometheus metrics on PORT (/metrics); default: off")
+    g.add_argument("--temporal-metrics-port", type=int, metavar="PORT",
+                   help="serve the Temporal SDK's runtime metrics (workflow task latency, polls, ...) on PORT")
+    g.add_argument("--metrics-host", default="127.0.0.1", metavar="ADDR",
+                   help="address the metrics endpoints listen on (default 127.0.0.1)")
+
+
 # --- worker -------------------------------------------------------------------------------
 
 def worker_command(args: argparse.Namespace) -> int:
     from timeline.workflows.worker import run_worker
 
-    logging.basicConfig(level=os.environ.get("TIMELINE_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _operate(args)
     ep = endpoints(args)
 
     async def main():
@@ -64,8 +85,7 @@ def feeder_command(args: argparse.Namespace) -> int:
     from timeline.feeder.feeder import Feeder, FeederSettings
     from timeline.runtime.pulsar import open_client
 
-    logging.basicConfig(level=os.environ.get("TIMELINE_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _operate(args)
     ep = endpoints(args)
     settings = FeederSettings(topic=args.topic, subscription=args.subscription, batch_size=args.batch_size,
                               linger_ms=args.linger_ms, dead_letter_topic=args.dead_letter_topic,
@@ -305,6 +325,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("worker", help="run a Temporal worker for the node workflows and activities")
     add_endpoint_options(w)
     w.add_argument("--task-queue", default="timeline", help="task queue (default timeline)")
+    add_operate_options(w)
     w.set_defaults(handler=worker_command)
 
     f = sub.add_parser("feeder", help="feed a source topic into every timeline registered on it "
@@ -328,6 +349,7 @@ def add_feeder_options(f: argparse.ArgumentParser) -> None:
                    help="messages the Pulsar client prefetches (default 1000)")
     f.add_argument("--max-deliveries", type=int, default=MAX_DELIVERIES, metavar="N",
                    help=f"dead-letter a message delivered N times without success (default {MAX_DELIVERIES})")
+    add_operate_options(f)
     f.set_defaults(handler=feeder_command)
 
 

@@ -1,4 +1,4 @@
-"""The server-sent events wire format (WHATWG HTML, "Parsing an event stream"), pure.
+"""Server-sent events (WHATWG HTML, "Parsing an event stream"), read with httpx-sse.
 
     :ok                                   <- a comment (EventStreams starts with one)
     event: message
@@ -6,114 +6,87 @@
     data: {"$schema": "/mediawiki/page/change/1.6.0", ...}
                                           <- a blank line dispatches the event
 
-Lines end with CRLF, LF or CR; `field: value` (one space after the colon is
-dropped; a line without a colon is a field with an empty value); several `data`
-lines are joined with newlines; `id` persists to later events until changed (it is
-the "last event ID" a client resumes from); `retry` sets the reconnection time;
-unknown fields are ignored. An event with no data is not dispatched, and an event
-not ended by a blank line when the stream ends is discarded (it may be cut off).
+The wire format is httpx-sse's to parse (its `EventSource` over an httpx response):
+a live HTTP stream is read straight from the connection, and a recorded stream (a
+file, stdin, a list of chunks) is wrapped in an in-memory httpx response, so every
+source goes through the same well-kept parser. What this module adds is what a
+resuming consumer needs on top:
 
-`SSEParser.feed(chunk)` takes text or bytes in chunks of any size (a CR at the end
-of one chunk and an LF at the start of the next are one line end); `parse_sse`
-wraps it for an iterable of lines or chunks (a file, a socket, a list).
+* `SSEEvent(id, event_type, data)`: `id` is the last event id at dispatch (None when
+  the stream never set one, or reset it with an empty `id:`), the position to resume
+  from with `Last-Event-ID`;
+* an event without data (`event: ping` alone, a lone `id:`) is not dispatched;
+* a byte-order mark at the very start is dropped, invalid UTF-8 is replaced;
+* `SSEReader` remembers the last dispatched id and the server's `retry` (ms).
 """
 
 from __future__ import annotations
 
-import codecs
-import re
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-__all__ = ["SSEEvent", "SSEParser", "parse_sse"]
+if TYPE_CHECKING:  # httpx is imported when a stream is read: the pure layers stay free of HTTP clients
+    from httpx_sse import EventSource
 
-_EOL = re.compile(r"\r\n|\r|\n")
+__all__ = ["SSEEvent", "SSEReader", "event_source", "parse_sse"]
+
+_BOM = "\ufeff".encode()
 
 
 class SSEEvent(NamedTuple):
     """One dispatched event: unpacks as `(id, event_type, data)`."""
 
-    id: str | None          # the last event ID at dispatch ("" after an empty `id:`; None if never set)
+    id: str | None          # the last event ID at dispatch (None if never set, or reset by an empty `id:`)
     event_type: str         # `event:` field, "message" by default
     data: str
 
 
-class SSEParser:
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buffer = ""               # text not yet ended by a line break
-        self._pending_cr = False        # the previous chunk ended with CR: a following LF belongs to it
-        self._started = False           # the BOM is stripped only at the very start
-        self._data: list[str] = []
-        self._event_type = ""
-        self.last_event_id: str | None = None
+def _bom_stripped(chunks: Iterable[str | bytes]) -> Iterator[bytes]:
+    """The stream as bytes, without a leading byte-order mark (even one split across chunks)."""
+    head = b""
+    it = iter(chunks)
+    for chunk in it:
+        raw = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
+        head += raw
+        if len(head) >= len(_BOM) or not _BOM.startswith(head):
+            break
+    head = head.removeprefix(_BOM)
+    if head:
+        yield head
+    for chunk in it:
+        raw = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
+        if raw:
+            yield raw
+
+
+def event_source(chunks: Iterable[str | bytes]) -> EventSource:
+    """httpx-sse's EventSource over a recorded stream (chunks of text or bytes of any size)."""
+    import httpx
+    from httpx_sse import EventSource
+
+    response = httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"},
+                              content=_bom_stripped(chunks))
+    return EventSource(response)
+
+
+class SSEReader:
+    """The events of one EventSource, with what a resuming client keeps: the last id and `retry`."""
+
+    def __init__(self, source: EventSource, last_event_id: str | None = None):
+        self.source = source
+        self.last_event_id = last_event_id
         self.retry_ms: int | None = None
 
-    def feed(self, chunk: str | bytes) -> list[SSEEvent]:
-        """Events completed by this chunk, in order."""
-        text = self._decoder.decode(chunk) if isinstance(chunk, (bytes, bytearray)) else chunk
-        if not text:
-            return []
-        if not self._started:
-            self._started = True
-            text = text.removeprefix("\ufeff")
-        if self._pending_cr and text.startswith("\n"):
-            text = text[1:]
-        self._pending_cr = False
-        out: list[SSEEvent] = []
-        data = self._buffer + text
-        start = 0
-        for end in _EOL.finditer(data):
-            event = self._line(data[start:end.start()])
-            if event is not None:
-                out.append(event)
-            start = end.end()
-            if end.group() == "\r" and start == len(data):
-                self._pending_cr = True  # its LF, if any, starts the next chunk
-        self._buffer = data[start:]
-        return out
-
-    def close(self) -> list[SSEEvent]:
-        """End of the stream: an unterminated last line is processed, an undispatched event dropped."""
-        tail = self._decoder.decode(b"", final=True)
-        out = self.feed(tail) if tail else []
-        if self._buffer:
-            line, self._buffer = self._buffer, ""
-            self._line(line)  # may set id/retry; the event it belongs to is never dispatched
-        self._data, self._event_type = [], ""
-        return out
-
-    def _line(self, line: str) -> SSEEvent | None:
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):
-            return None  # a comment (EventStreams' `:ok`, keep-alives)
-        field, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if field == "data":
-            self._data.append(value)
-        elif field == "event":
-            self._event_type = value
-        elif field == "id":
-            if "\0" not in value:
-                self.last_event_id = value
-        elif field == "retry":
-            if value.isascii() and value.isdigit():
-                self.retry_ms = int(value)
-        return None
-
-    def _dispatch(self) -> SSEEvent | None:
-        data, event_type = self._data, self._event_type
-        self._data, self._event_type = [], ""
-        if not data:
-            return None
-        return SSEEvent(self.last_event_id, event_type or "message", "\n".join(data))
+    def __iter__(self) -> Iterator[SSEEvent]:
+        for sse in self.source.iter_sse():
+            if sse.retry is not None:
+                self.retry_ms = sse.retry
+            if not sse.data:
+                continue  # no data: nothing to dispatch (httpx-sse yields id/retry-only blocks too)
+            self.last_event_id = sse.id or None
+            yield SSEEvent(self.last_event_id, sse.event or "message", sse.data)
 
 
-def parse_sse(chunks: Iterable[str | bytes], parser: SSEParser | None = None) -> Iterator[SSEEvent]:
-    """Every event of a stream given as lines or chunks (text or bytes, any line ends)."""
-    parser = parser or SSEParser()
-    for chunk in chunks:
-        yield from parser.feed(chunk)
-    yield from parser.close()
+def parse_sse(chunks: Iterable[str | bytes]) -> Iterator[SSEEvent]:
+    """Every event of a recorded stream given as lines or chunks (text or bytes, any line ends)."""
+    yield from SSEReader(event_source(chunks))
