@@ -45,7 +45,6 @@ def root_timelines(expression: str, records: list[dict], key: str, time: str) ->
     the reference the streaming runtime is checked against (demo, benchmark, tests)."""
     import msgspec
 
-    from timeline.dsl.decode import decode_jsonl
     from timeline.dsl.events import split_key_paths, split_path
     from timeline.dsl.incremental import from_span_set
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from timeline.dsl.decode import BadLine, DecodedEvents, decode_jsonl
 from timeline.dsl.errors import EventError, UsageError
-from timeline.dsl.events import CodedColumn, EventFrame, ValueEncoder, parse_key, parse_time
+from timeline.dsl.events import CodedColumn, EventFrame, ValueEncoder, parse_key, parse_time, time_range_problem
 from timeline.dsl.limits import MAX_TIME_MS, MIN_TIME_MS
 from timeline.dsl.spans import NumericSpans, SpanSet, StateSpans, key_offsets, next_start, numbers_to_python
 
@@ -317,7 +317,7 @@ def _times(col, path: Path_, n: int, from_json: bool) -> tuple[np.ndarray, dict[
         if from_json:
             raise NotExact("a time out of range")  # the exact decoder decides what such a line is
         for i in np.flatnonzero(out_of_range).tolist():
-            bad.setdefault(i, f"time at '{name}' is outside {MIN_TIME_MS}..{MAX_TIME_MS} ms")
+            bad.setdefault(i, time_range_problem(int(times[i]), name))
     return times, bad
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from timeline.dsl.events import time_range_problem
 from timeline.dsl.limits import (
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
     MAX_INT,
-    MAX_TIME_MS,
     MIN_INT,
-    MIN_TIME_MS,
 )
 
 
@@ -29,10 +28,7 @@ def size_problem(n_bytes: int) -> str | None:
 
 
 def time_problem(t: int, path: str = "time") -> str | None:
-    if not MIN_TIME_MS <= t <= MAX_TIME_MS:
-        return (f"time at '{path}' ({t}) is outside {MIN_TIME_MS}..{MAX_TIME_MS} ms "
-                "(years 0001..9999)")
-    return None
+    return time_range_problem(t, path)
 
 
 def value_problem(value: Any, where: str = "event") -> str | None:

@@ -221,10 +221,18 @@ def parse_time(value: Any, path: str = "time") -> int:
     """An event time in epoch ms: an integer, or an ISO-8601 string, within the
     documented range (MIN_TIME_MS..MAX_TIME_MS, years 1..9999)."""
     t = _parse_time(value, path)
-    if not MIN_TIME_MS <= t <= MAX_TIME_MS:
-        raise EventError(f"time at '{path}' is out of range: {value!r}; times are epoch ms from "
-                         f"{MIN_TIME_MS} to {MAX_TIME_MS} (years 1 to 9999)")
+    problem = time_range_problem(t, path, value)
+    if problem:
+        raise EventError(problem)
     return t
+
+
+def time_range_problem(t: int, path: str = "time", value: Any = None) -> str | None:
+    """The one message for a time outside the documented range (None when inside it)."""
+    if MIN_TIME_MS <= t <= MAX_TIME_MS:
+        return None
+    return (f"time at '{path}' is out of range: {t if value is None else value!r}; times are epoch ms from "
+            f"{MIN_TIME_MS} to {MAX_TIME_MS} (years 1 to 9999)")
 
 
 def _parse_time(value: Any, path: str) -> int:

@@ -143,6 +143,15 @@ class ManagedProcess:
         return cls(name=name, pid=popen.pid, log_path=Path(log_path), started=started, cmdline=tuple(argv),
                    log_offset=log_offset, _popen=popen, **extra)
 
+    @property
+    def popen(self) -> subprocess.Popen[bytes] | None:
+        """The Popen of a process this object launched (None for one read back from stack.json)."""
+        return self._popen
+
+    @property
+    def log(self) -> Path:
+        return self.log_path
+
     def to_record(self) -> dict:
         return {"pid": self.pid, "started": self.started, "cmdline": list(self.cmdline), "log": str(self.log_path)}
 
