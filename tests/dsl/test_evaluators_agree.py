@@ -139,6 +139,11 @@ def test_batch_equals_per_ms_reference(source, events):
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=TIMELINE, events=events_strategy, cuts=st.lists(st.integers(0, 25), max_size=6))
 def test_incremental_equals_batch_after_every_batch(source, events, cuts):
+    check_incremental_against_batch(source, events, cuts)
+
+
+def check_incremental_against_batch(source, events, cuts):
+    """After every batch of arrivals, each node's timeline of each key equals the batch evaluator's."""
     plan = compile_expression(source)
     evaluator = IncrementalEvaluator(plan)
     for hi in feed_in_batches(evaluator, events, cuts):
