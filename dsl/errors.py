@@ -62,7 +62,7 @@ class DslError(TimelineError):
                 lo = max(0, column - 1 - _SHOWN_LINE_CHARS // 2)
                 src_line = ("..." if lo else "") + src_line[lo:lo + _SHOWN_LINE_CHARS] + "..."
                 column = column - lo + (3 if lo else 0)
-                width = min(width, _SHOWN_LINE_CHARS)
+                width = max(1, min(width, len(src_line) - 3 - (column - 1)))
             text += f"\n  {src_line}\n  {' ' * (column - 1)}{'^' * width}"
         if self.expected:
             text += f"\n  expected: {self.expected}"

@@ -162,6 +162,7 @@ def test_incremental_equals_batch_after_every_batch(source, events, cuts):
 
 
 def check_incremental_against_batch(source, events, cuts):
+    """After every batch of arrivals, each node's timeline of each key equals the batch evaluator's."""
     plan = compile_or_skip(source)
     evaluator = IncrementalEvaluator(plan)
     for hi in feed_in_batches(evaluator, events, cuts):

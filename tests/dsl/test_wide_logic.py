@@ -13,10 +13,8 @@ import random
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_evaluators_agree import batch_timelines, check_against_reference, feed_in_batches
+from test_evaluators_agree import check_against_reference, check_incremental_against_batch
 
-from timeline.dsl.compiler import compile_expression
-from timeline.dsl.incremental import IncrementalEvaluator
 from timeline.dsl.spans import BoolSpans, Frame, align
 
 KEYS = ["a", "b"]
@@ -57,14 +55,7 @@ def test_wide_and_or_batch_equals_reference(width, rng, events):
 @given(width=width_strategy, rng=st.randoms(use_true_random=False), events=events_strategy,
        cuts=st.lists(st.integers(0, 8), max_size=3))
 def test_wide_and_or_incremental_equals_batch(width, rng, events, cuts):
-    source = wide_expression(width, rng)
-    plan = compile_expression(source)
-    evaluator = IncrementalEvaluator(plan)
-    for hi in feed_in_batches(evaluator, events, cuts):
-        expected = batch_timelines(plan, events[:hi])
-        for node_id, per_key in expected.items():
-            for name, tl in per_key.items():
-                assert evaluator.timeline(name, node_id) == tl, (source, node_id, name)
+    check_incremental_against_batch(wide_expression(width, rng), events, cuts)
 
 
 def test_or_of_129_operands_is_false_until_one_holds(timeline_of):

@@ -252,7 +252,7 @@ class ManagedProcess:
         """The end of this run's log."""
         return _tail(self.log_path, self.log_offset, lines)
 
-    log_tail = tail
+    log_tail = tail  # the name ServerProcess had before the harness was shared
 
 
 def _leads_group(pid: int) -> bool:
