@@ -181,9 +181,9 @@ def table_events(table: "pa.Table", key_path, time_path: Path_, paths: Sequence[
         key_parts = []
         for kp in key_paths:
             col = _column(table, kp, from_json)
-            key_parts.append(_key_strings(col, kp, n, from_json, bad_rows))
+            key_parts.append(_key_strings(col, kp, n, from_json, bad_rows, table.column_names))
         time_col = _column(table, time_path, from_json)
-        times, time_bad = _times(time_col, time_path, n, from_json)
+        times, time_bad = _times(time_col, time_path, n, from_json, table.column_names)
         for row in time_bad:
             bad_rows.setdefault(row, time_bad[row])
         keep = None
@@ -236,7 +236,12 @@ def _column(table: "pa.Table", path: Path_, from_json: bool):
     return arr
 
 
-def _key_strings(col, path: Path_, n: int, from_json: bool, bad_rows: dict[int, str]):
+def _columns_hint(names: list[str]) -> str:
+    shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    return f" (its columns: {shown}; a dotted path reaches into struct columns)" if names else " (it has no columns)"
+
+
+def _key_strings(col, path: Path_, n: int, from_json: bool, bad_rows: dict[int, str], col_names: list[str]):
     """A key column as strings; rows without a usable key go to bad_rows."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -245,8 +250,7 @@ def _key_strings(col, path: Path_, n: int, from_json: bool, bad_rows: dict[int, 
     if col is None:
         if from_json:
             raise NotExact("no key")
-        bad_rows.update({i: f"no key at '{name}'" for i in range(n) if i not in bad_rows})
-        return pa.nulls(n, pa.string())
+        raise UsageError(f"no key column '{name}' in the events{_columns_hint(col_names)}")
     if pa.types.is_integer(col.type):
         strings = pc.cast(col, pa.string())
     elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
@@ -273,7 +277,7 @@ def _key_strings(col, path: Path_, n: int, from_json: bool, bad_rows: dict[int, 
     return strings
 
 
-def _times(col, path: Path_, n: int, from_json: bool) -> tuple[np.ndarray, dict[int, str]]:
+def _times(col, path: Path_, n: int, from_json: bool, col_names: list[str]) -> tuple[np.ndarray, dict[int, str]]:
     """Event times in epoch ms, and {row: reason} for rows without a usable time."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -282,7 +286,7 @@ def _times(col, path: Path_, n: int, from_json: bool) -> tuple[np.ndarray, dict[
     if col is None:
         if from_json:
             raise NotExact("no time")
-        return np.zeros(n, dtype=np.int64), {i: f"no usable time at '{name}'" for i in range(n)}
+        raise UsageError(f"no time column '{name}' in the events{_columns_hint(col_names)}")
     typ = col.type
     if col.null_count and from_json:
         raise NotExact("a line without a time")
@@ -447,13 +451,15 @@ def read_events_file(name: str, key_path, time_path: Path_, paths: Sequence[Path
         if fmt.compression is not None:
             raw = _decompress(raw, fmt.compression, name)
         return read_jsonl(raw, key_path, time_path, paths)
-    return table_events(read_table_file(name, fmt.kind, [p[0] for p in (*key_paths_of(key_path), time_path, *paths)]),
-                        key_path, time_path, paths)
+    required = [p[0] for p in (*key_paths_of(key_path), time_path)]
+    table = read_table_file(name, fmt.kind, [*required, *(p[0] for p in paths)], required=required)
+    return table_events(table, key_path, time_path, paths)
 
 
-def read_table_file(name: str, kind: str, columns: Sequence[str] | None = None) -> "pa.Table":
+def read_table_file(name: str, kind: str, columns: Sequence[str] | None = None,
+                    required: Sequence[str] = ()) -> "pa.Table":
     """A Parquet or Arrow IPC (file or stream) file as a table, reading only the named
-    top-level columns that are there."""
+    top-level columns that are there; a `required` column that is not there is a UsageError."""
     import pyarrow as pa
 
     path = Path(name)
@@ -464,14 +470,15 @@ def read_table_file(name: str, kind: str, columns: Sequence[str] | None = None) 
             import pyarrow.parquet as pq
 
             schema = pq.read_schema(path)
-            wanted = _present(columns, schema.names)
-            return pq.read_table(path, columns=wanted)
+            _check_required(required, schema.names, path)
+            return pq.read_table(path, columns=_present(columns, schema.names))
         try:
             with pa.memory_map(str(path)) as source:
                 table = pa.ipc.open_file(source).read_all()
         except pa.ArrowInvalid:
             with pa.memory_map(str(path)) as source:
                 table = pa.ipc.open_stream(source).read_all()
+        _check_required(required, table.column_names, path)
         return table.select(_present(columns, table.column_names))
     except OSError as exc:
         if type(exc).__module__.startswith("pyarrow") or isinstance(exc, pa.ArrowException):
@@ -479,6 +486,12 @@ def read_table_file(name: str, kind: str, columns: Sequence[str] | None = None) 
         raise UsageError(f"cannot read events file {path}: {exc.strerror or exc}") from None
     except pa.ArrowException as exc:
         raise UsageError(f"cannot read {path} as {kind}: {exc}") from None
+
+
+def _check_required(required: Sequence[str], names: list[str], path: Path) -> None:
+    for name in required:
+        if name not in names and not any(n.split(".")[0] == name for n in names):
+            raise UsageError(f"{path}: no column '{name}'{_columns_hint(names)}")
 
 
 def _present(columns: Sequence[str] | None, names: list[str]) -> list[str]:

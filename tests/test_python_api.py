@@ -95,3 +95,8 @@ def test_mistakes_are_timeline_errors():
         timeline.evaluate("has_existed(x == 1)", df, key="k", time="t", at="soon")
     with pytest.raises(timeline.TimelineError, match="pandas or polars DataFrame"):
         timeline.evaluate("has_existed(x == 1)", {"k": 1}, key="k", time="t")
+
+
+def test_a_missing_column_is_named():
+    with pytest.raises(timeline.TimelineError, match=r"no time column 'when'.*its columns: k, t, x"):
+        timeline.evaluate("has_existed(x == 1)", pd.DataFrame({"k": ["a"], "t": [1], "x": [1]}), key="k", time="when")
