@@ -193,7 +193,11 @@ def table_events(table: "pa.Table", key_path, time_path: Path_, paths: Sequence[
             mask = pa.array(keep)
             key_parts = [p.filter(mask) for p in key_parts]
             times = times[keep]
-        keys = key_parts[0] if len(key_parts) == 1 else pc.binary_join_element_wise(*key_parts, ":")
+        if len(key_parts) == 1:
+            keys = key_parts[0]
+        else:  # a composite key: its parts joined by ':', as the exact decoder does
+            text = pa.large_string()
+            keys = pc.binary_join_element_wise(*(pc.cast(p, text) for p in key_parts), pa.scalar(":", text))
         encoded = pc.dictionary_encode(keys)
         key_codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         key_names = encoded.dictionary.to_pylist()
