@@ -41,6 +41,8 @@ Path_ = tuple[str, ...]
 # Arrow's JSON reader parses blocks of this size in parallel; the first block
 # also tells the column types (see _projected_schema).
 JSON_BLOCK_BYTES = 4 << 20
+# When Arrow cannot read the whole input exactly, it is read again in slices of this size.
+SLICE_BYTES = 32 << 20
 
 EVENT_SUFFIXES = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -84,15 +86,73 @@ def read_jsonl_file(path: Path, key_path, time_path: Path_, paths: Sequence[Path
 
 def _read_jsonl(data_of, head: bytes, key_path, time_path, paths, source: Path | None = None) -> DecodedEvents:
     key_paths = key_paths_of(key_path)
+    decoded = _arrow_events(data_of, head, source, key_paths, time_path, paths)
+    if decoded is not None:
+        return decoded
+    data = data_of()
+    if len(data) <= SLICE_BYTES:
+        return decode_jsonl(data, key_paths, time_path, paths)
+    # Slice by slice: a slice Arrow reads exactly stays fast, the others go to the exact
+    # decoder, so a few bad lines cost the time of their slices, not of the whole file.
+    parts = []
+    first_line = 1
+    for slice_ in _slices(data, SLICE_BYTES):
+        part = _arrow_events(lambda: slice_, slice_[:JSON_BLOCK_BYTES], None, key_paths, time_path, paths)
+        if part is None:
+            part = decode_jsonl(slice_, key_paths, time_path, paths)
+            part.bad = [BadLine(b.line + first_line - 1, b.reason, b.raw) for b in part.bad]
+        parts.append(part)
+        first_line += slice_.count(b"\n")
+    return merge_decoded(parts, paths)
+
+
+def _arrow_events(data_of, head: bytes, source: Path | None, key_paths, time_path, paths) -> DecodedEvents | None:
+    """The events as Arrow reads them, or None when only the exact decoder gives the answer."""
     try:
         table = _arrow_read_json(data_of, head, source, key_paths, time_path, paths)
         return table_events(table, key_paths, time_path, paths, from_json=True)
     except NotExact:
-        pass
+        return None
     except Exception as exc:  # pyarrow.ArrowInvalid and kin: a line Arrow rejects
         if not type(exc).__module__.startswith("pyarrow"):
             raise
-    return decode_jsonl(data_of(), key_paths, time_path, paths)
+        return None
+
+
+def _slices(data: bytes, size: int):
+    """Pieces of about `size` bytes, each ending at a line end."""
+    start, n = 0, len(data)
+    while start < n:
+        end = data.find(b"\n", min(n, start + size))
+        end = n if end < 0 else end + 1
+        yield data[start:end]
+        start = end
+
+
+def merge_decoded(parts: Sequence[DecodedEvents], paths: Sequence[Path_]) -> DecodedEvents:
+    """Decoded pieces of one input, in input order, as one: keys and values coded again in
+    first-seen order (kind-aware, as the exact decoder codes them). Each piece's frame is sorted
+    by (key, time, arrival); the stable sort of the pieces in input order keeps arrival order."""
+    names: dict[str, int] = {}
+    keys, times = [], []
+    for part in parts:
+        remap = np.array([names.setdefault(nm, len(names)) for nm in part.key_names], dtype=np.int64)
+        keys.append(remap[part.events.key] if len(remap) else part.events.key)
+        times.append(part.events.time)
+    columns = {}
+    for path in paths:
+        encoder = ValueEncoder()
+        codes = []
+        for part in parts:
+            col = part.events.column(path)
+            remap = np.array([encoder.code(v) for v in col.vocab] + [-1], dtype=np.int32)
+            codes.append(remap[col.codes])  # code -1 takes the last entry: still -1
+        columns[path] = CodedColumn(np.concatenate(codes) if codes else np.zeros(0, np.int32), list(encoder.vocab))
+    key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    time = np.concatenate(times) if times else np.zeros(0, np.int64)
+    events = EventFrame.build(key, time, columns, n_keys=len(names))
+    return DecodedEvents(key_names=list(names), events=events, bad=[b for p in parts for b in p.bad],
+                         lines=sum(p.lines for p in parts))
 
 
 def _arrow_read_json(data_of, head: bytes, source: Path | None, key_paths, time_path, paths) -> "pa.Table":
