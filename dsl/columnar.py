@@ -41,6 +41,9 @@ Path_ = tuple[str, ...]
 # Arrow's JSON reader parses blocks of this size in parallel; the first block
 # also tells the column types (see _projected_schema).
 JSON_BLOCK_BYTES = 4 << 20
+# pyarrow 26's JSON reader crashed (SIGSEGV) on blocks of 64 bytes, about a line each:
+# whatever JSON_BLOCK_BYTES is set to (tests make it small), blocks are never below this.
+MIN_JSON_BLOCK_BYTES = 4096
 # When Arrow cannot read the whole input exactly, it is read again in slices of this size.
 SLICE_BYTES = 32 << 20
 
@@ -161,7 +164,7 @@ def _arrow_read_json(data_of, head: bytes, source: Path | None, key_paths, time_
 
     schema, complete = _projected_schema(head, [*key_paths, time_path, *paths])
     parse = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore" if complete else "infer")
-    read = pj.ReadOptions(block_size=JSON_BLOCK_BYTES, use_threads=True)
+    read = pj.ReadOptions(block_size=max(JSON_BLOCK_BYTES, MIN_JSON_BLOCK_BYTES), use_threads=True)
     if source is not None:
         with pa.memory_map(str(source)) as mapped:
             return pj.read_json(mapped, read_options=read, parse_options=parse)
@@ -210,16 +213,8 @@ def _projected_schema(data: bytes, wanted: Sequence[Path_]) -> tuple["pa.Schema"
                 fields.append(pa.field(name, child))
         return pa.struct(fields) if fields else None
 
-    fields = []
-    for name, sub in tree.items():
-        idx = inferred.get_field_index(name)
-        if idx < 0:
-            complete = False
-            continue
-        typ = project(inferred.field(idx).type, sub)
-        if typ is not None:
-            fields.append(pa.field(name, typ))
-    return pa.schema(fields), complete
+    top = project(pa.struct(list(inferred)), tree)  # a line is an object: the top level is a struct
+    return pa.schema(list(top) if top is not None else []), complete
 
 
 # --- Arrow tables --------------------------------------------------------------
