@@ -41,6 +41,11 @@ Path_ = tuple[str, ...]
 # Arrow's JSON reader parses blocks of this size in parallel; the first block
 # also tells the column types (see _projected_schema).
 JSON_BLOCK_BYTES = 4 << 20
+# pyarrow 26's JSON reader crashed (SIGSEGV) on blocks of 64 bytes, about a line each:
+# whatever JSON_BLOCK_BYTES is set to (tests make it small), blocks are never below this.
+MIN_JSON_BLOCK_BYTES = 4096
+# When Arrow cannot read the whole input exactly, it is read again in slices of this size.
+SLICE_BYTES = 32 << 20
 
 EVENT_SUFFIXES = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -84,15 +89,73 @@ def read_jsonl_file(path: Path, key_path, time_path: Path_, paths: Sequence[Path
 
 def _read_jsonl(data_of, head: bytes, key_path, time_path, paths, source: Path | None = None) -> DecodedEvents:
     key_paths = key_paths_of(key_path)
+    decoded = _arrow_events(data_of, head, source, key_paths, time_path, paths)
+    if decoded is not None:
+        return decoded
+    data = data_of()
+    if len(data) <= SLICE_BYTES:
+        return decode_jsonl(data, key_paths, time_path, paths)
+    # Slice by slice: a slice Arrow reads exactly stays fast, the others go to the exact
+    # decoder, so a few bad lines cost the time of their slices, not of the whole file.
+    parts = []
+    first_line = 1
+    for slice_ in _slices(data, SLICE_BYTES):
+        part = _arrow_events(lambda: slice_, slice_[:JSON_BLOCK_BYTES], None, key_paths, time_path, paths)
+        if part is None:
+            part = decode_jsonl(slice_, key_paths, time_path, paths)
+            part.bad = [BadLine(b.line + first_line - 1, b.reason, b.raw) for b in part.bad]
+        parts.append(part)
+        first_line += slice_.count(b"\n")
+    return merge_decoded(parts, paths)
+
+
+def _arrow_events(data_of, head: bytes, source: Path | None, key_paths, time_path, paths) -> DecodedEvents | None:
+    """The events as Arrow reads them, or None when only the exact decoder gives the answer."""
     try:
         table = _arrow_read_json(data_of, head, source, key_paths, time_path, paths)
         return table_events(table, key_paths, time_path, paths, from_json=True)
     except NotExact:
-        pass
+        return None
     except Exception as exc:  # pyarrow.ArrowInvalid and kin: a line Arrow rejects
         if not type(exc).__module__.startswith("pyarrow"):
             raise
-    return decode_jsonl(data_of(), key_paths, time_path, paths)
+        return None
+
+
+def _slices(data: bytes, size: int):
+    """Pieces of about `size` bytes, each ending at a line end."""
+    start, n = 0, len(data)
+    while start < n:
+        end = data.find(b"\n", min(n, start + size))
+        end = n if end < 0 else end + 1
+        yield data[start:end]
+        start = end
+
+
+def merge_decoded(parts: Sequence[DecodedEvents], paths: Sequence[Path_]) -> DecodedEvents:
+    """Decoded pieces of one input, in input order, as one: keys and values coded again in
+    first-seen order (kind-aware, as the exact decoder codes them). Each piece's frame is sorted
+    by (key, time, arrival); the stable sort of the pieces in input order keeps arrival order."""
+    names: dict[str, int] = {}
+    keys, times = [], []
+    for part in parts:
+        remap = np.array([names.setdefault(nm, len(names)) for nm in part.key_names], dtype=np.int64)
+        keys.append(remap[part.events.key] if len(remap) else part.events.key)
+        times.append(part.events.time)
+    columns = {}
+    for path in paths:
+        encoder = ValueEncoder()
+        codes = []
+        for part in parts:
+            col = part.events.column(path)
+            remap = np.array([encoder.code(v) for v in col.vocab] + [-1], dtype=np.int32)
+            codes.append(remap[col.codes])  # code -1 takes the last entry: still -1
+        columns[path] = CodedColumn(np.concatenate(codes) if codes else np.zeros(0, np.int32), list(encoder.vocab))
+    key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    time = np.concatenate(times) if times else np.zeros(0, np.int64)
+    events = EventFrame.build(key, time, columns, n_keys=len(names))
+    return DecodedEvents(key_names=list(names), events=events, bad=[b for p in parts for b in p.bad],
+                         lines=sum(p.lines for p in parts))
 
 
 def _arrow_read_json(data_of, head: bytes, source: Path | None, key_paths, time_path, paths) -> "pa.Table":
@@ -101,7 +164,7 @@ def _arrow_read_json(data_of, head: bytes, source: Path | None, key_paths, time_
 
     schema, complete = _projected_schema(head, [*key_paths, time_path, *paths])
     parse = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore" if complete else "infer")
-    read = pj.ReadOptions(block_size=JSON_BLOCK_BYTES, use_threads=True)
+    read = pj.ReadOptions(block_size=max(JSON_BLOCK_BYTES, MIN_JSON_BLOCK_BYTES), use_threads=True)
     if source is not None:
         with pa.memory_map(str(source)) as mapped:
             return pj.read_json(mapped, read_options=read, parse_options=parse)
@@ -150,16 +213,8 @@ def _projected_schema(data: bytes, wanted: Sequence[Path_]) -> tuple["pa.Schema"
                 fields.append(pa.field(name, child))
         return pa.struct(fields) if fields else None
 
-    fields = []
-    for name, sub in tree.items():
-        idx = inferred.get_field_index(name)
-        if idx < 0:
-            complete = False
-            continue
-        typ = project(inferred.field(idx).type, sub)
-        if typ is not None:
-            fields.append(pa.field(name, typ))
-    return pa.schema(fields), complete
+    top = project(pa.struct(list(inferred)), tree)  # a line is an object: the top level is a struct
+    return pa.schema(list(top) if top is not None else []), complete
 
 
 # --- Arrow tables --------------------------------------------------------------
@@ -181,9 +236,9 @@ def table_events(table: "pa.Table", key_path, time_path: Path_, paths: Sequence[
         key_parts = []
         for kp in key_paths:
             col = _column(table, kp, from_json)
-            key_parts.append(_key_strings(col, kp, n, from_json, bad_rows))
+            key_parts.append(_key_strings(col, kp, n, from_json, bad_rows, table.column_names))
         time_col = _column(table, time_path, from_json)
-        times, time_bad = _times(time_col, time_path, n, from_json)
+        times, time_bad = _times(time_col, time_path, n, from_json, table.column_names)
         for row in time_bad:
             bad_rows.setdefault(row, time_bad[row])
         keep = None
@@ -193,7 +248,11 @@ def table_events(table: "pa.Table", key_path, time_path: Path_, paths: Sequence[
             mask = pa.array(keep)
             key_parts = [p.filter(mask) for p in key_parts]
             times = times[keep]
-        keys = key_parts[0] if len(key_parts) == 1 else pc.binary_join_element_wise(*key_parts, ":")
+        if len(key_parts) == 1:
+            keys = key_parts[0]
+        else:  # a composite key: its parts joined by ':', as the exact decoder does
+            text = pa.large_string()
+            keys = pc.binary_join_element_wise(*(pc.cast(p, text) for p in key_parts), pa.scalar(":", text))
         encoded = pc.dictionary_encode(keys)
         key_codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         key_names = encoded.dictionary.to_pylist()
@@ -236,7 +295,12 @@ def _column(table: "pa.Table", path: Path_, from_json: bool):
     return arr
 
 
-def _key_strings(col, path: Path_, n: int, from_json: bool, bad_rows: dict[int, str]):
+def _columns_hint(names: list[str]) -> str:
+    shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    return f" (its columns: {shown}; a dotted path reaches into struct columns)" if names else " (it has no columns)"
+
+
+def _key_strings(col, path: Path_, n: int, from_json: bool, bad_rows: dict[int, str], col_names: list[str]):
     """A key column as strings; rows without a usable key go to bad_rows."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -245,8 +309,7 @@ def _key_strings(col, path: Path_, n: int, from_json: bool, bad_rows: dict[int, 
     if col is None:
         if from_json:
             raise NotExact("no key")
-        bad_rows.update({i: f"no key at '{name}'" for i in range(n) if i not in bad_rows})
-        return pa.nulls(n, pa.string())
+        raise UsageError(f"no key column '{name}' in the events{_columns_hint(col_names)}")
     if pa.types.is_integer(col.type):
         strings = pc.cast(col, pa.string())
     elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
@@ -273,7 +336,7 @@ def _key_strings(col, path: Path_, n: int, from_json: bool, bad_rows: dict[int, 
     return strings
 
 
-def _times(col, path: Path_, n: int, from_json: bool) -> tuple[np.ndarray, dict[int, str]]:
+def _times(col, path: Path_, n: int, from_json: bool, col_names: list[str]) -> tuple[np.ndarray, dict[int, str]]:
     """Event times in epoch ms, and {row: reason} for rows without a usable time."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -282,7 +345,7 @@ def _times(col, path: Path_, n: int, from_json: bool) -> tuple[np.ndarray, dict[
     if col is None:
         if from_json:
             raise NotExact("no time")
-        return np.zeros(n, dtype=np.int64), {i: f"no usable time at '{name}'" for i in range(n)}
+        raise UsageError(f"no time column '{name}' in the events{_columns_hint(col_names)}")
     typ = col.type
     if col.null_count and from_json:
         raise NotExact("a line without a time")
@@ -447,13 +510,15 @@ def read_events_file(name: str, key_path, time_path: Path_, paths: Sequence[Path
         if fmt.compression is not None:
             raw = _decompress(raw, fmt.compression, name)
         return read_jsonl(raw, key_path, time_path, paths)
-    return table_events(read_table_file(name, fmt.kind, [p[0] for p in (*key_paths_of(key_path), time_path, *paths)]),
-                        key_path, time_path, paths)
+    required = [p[0] for p in (*key_paths_of(key_path), time_path)]
+    table = read_table_file(name, fmt.kind, [*required, *(p[0] for p in paths)], required=required)
+    return table_events(table, key_path, time_path, paths)
 
 
-def read_table_file(name: str, kind: str, columns: Sequence[str] | None = None) -> "pa.Table":
+def read_table_file(name: str, kind: str, columns: Sequence[str] | None = None,
+                    required: Sequence[str] = ()) -> "pa.Table":
     """A Parquet or Arrow IPC (file or stream) file as a table, reading only the named
-    top-level columns that are there."""
+    top-level columns that are there; a `required` column that is not there is a UsageError."""
     import pyarrow as pa
 
     path = Path(name)
@@ -464,14 +529,15 @@ def read_table_file(name: str, kind: str, columns: Sequence[str] | None = None) 
             import pyarrow.parquet as pq
 
             schema = pq.read_schema(path)
-            wanted = _present(columns, schema.names)
-            return pq.read_table(path, columns=wanted)
+            _check_required(required, schema.names, path)
+            return pq.read_table(path, columns=_present(columns, schema.names))
         try:
             with pa.memory_map(str(path)) as source:
                 table = pa.ipc.open_file(source).read_all()
         except pa.ArrowInvalid:
             with pa.memory_map(str(path)) as source:
                 table = pa.ipc.open_stream(source).read_all()
+        _check_required(required, table.column_names, path)
         return table.select(_present(columns, table.column_names))
     except OSError as exc:
         if type(exc).__module__.startswith("pyarrow") or isinstance(exc, pa.ArrowException):
@@ -479,6 +545,12 @@ def read_table_file(name: str, kind: str, columns: Sequence[str] | None = None) 
         raise UsageError(f"cannot read events file {path}: {exc.strerror or exc}") from None
     except pa.ArrowException as exc:
         raise UsageError(f"cannot read {path} as {kind}: {exc}") from None
+
+
+def _check_required(required: Sequence[str], names: list[str], path: Path) -> None:
+    for name in required:
+        if name not in names and not any(n.split(".")[0] == name for n in names):
+            raise UsageError(f"{path}: no column '{name}'{_columns_hint(names)}")
 
 
 def _present(columns: Sequence[str] | None, names: list[str]) -> list[str]:

@@ -95,3 +95,24 @@ def test_mistakes_are_timeline_errors():
         timeline.evaluate("has_existed(x == 1)", df, key="k", time="t", at="soon")
     with pytest.raises(timeline.TimelineError, match="pandas or polars DataFrame"):
         timeline.evaluate("has_existed(x == 1)", {"k": 1}, key="k", time="t")
+
+
+def test_a_missing_column_is_named():
+    with pytest.raises(timeline.TimelineError, match=r"no time column 'when'.*its columns: k, t, x"):
+        timeline.evaluate("has_existed(x == 1)", pd.DataFrame({"k": ["a"], "t": [1], "x": [1]}), key="k", time="when")
+
+
+def test_mixed_kind_columns_compare_by_kind():
+    """An object column mixing 1, "1" and True cannot be one Arrow type: it is read value by value."""
+    df = pd.DataFrame({"k": ["a", "b", "c", "d"], "t": [1, 2, 3, 4], "x": [1, "1", True, None]})
+    out = timeline.evaluate("has_existed(x == 1)", df, key="k", time="t", at=10)
+    assert dict(zip(out["key"], out["value"])) == {"a": True, "b": False, "c": False, "d": False}
+    records = [{"k": "a", "t": 1, "x": 1}, {"k": "a", "t": 2, "x": "1"}]
+    out = timeline.evaluate("latest_event_to_state(x)", records, key="k", time="t", output="arrow")
+    assert out.column("value").to_pylist() == ['1', '"1"']  # mixed kinds are written as JSON text
+
+
+def test_composite_keys_from_polars():
+    df = pl.DataFrame({"wiki": ["en", "en", "de"], "page": [1, 2, 1], "t": [1, 2, 3], "x": [1, 1, 1]})
+    out = timeline.evaluate("has_existed(x == 1)", df, key="wiki,page", time="t", at=5)
+    assert out.select("key", "value").rows() == [("en:1", True), ("en:2", True), ("de:1", True)]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from timeline.dsl.batch import evaluate_root, run_eval
-from timeline.dsl.columnar import read_events_file, spans_table, table_events, values_table
+from timeline.dsl.columnar import read_events_file, read_jsonl, spans_table, table_events, values_table
 from timeline.dsl.compiler import plan_for
 from timeline.dsl.decode import DecodedEvents
 from timeline.dsl.errors import EventError, UsageError
@@ -93,10 +93,42 @@ def _answer(plan, decoded: DecodedEvents, at: int | None, start: int | None, end
 
 
 def _decode(events: Any, plan, key: str, time: str) -> DecodedEvents:
+    import pyarrow as pa
+
     key_paths, time_path, paths = split_key_paths(key), split_path(time), plan.columns()
     if isinstance(events, (str, Path)):
         return read_events_file(str(events), key_paths, time_path, paths)
-    return table_events(to_arrow(events), key_paths, time_path, paths)
+    try:
+        table = to_arrow(events)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Columns Arrow cannot type (pandas object columns mixing 1 and "1", lists of dicts
+        # that do): as JSON lines, which the exact decoder reads value by value.
+        return read_jsonl(_json_lines(events), key_paths, time_path, paths)
+    return table_events(table, key_paths, time_path, paths)
+
+
+def _json_lines(events: Any) -> bytes:
+    import msgspec
+
+    records = events if isinstance(events, list) else events.to_dict("records")
+
+    def fallback(value: Any) -> Any:
+        if hasattr(value, "isoformat"):  # pandas Timestamp, datetime
+            return value.isoformat()
+        if hasattr(value, "item"):  # numpy scalars
+            return value.item()
+        raise TypeError(f"cannot use a {type(value).__name__} as an event value")
+
+    try:
+        return msgspec.json.Encoder(enc_hook=fallback).encode_lines(
+            [{k: v for k, v in r.items() if not _is_missing(v)} for r in records])
+    except TypeError as exc:
+        raise UsageError(f"events: {exc}") from None
+
+
+def _is_missing(value: Any) -> bool:
+    """pandas marks a missing value as None, NaN or NA: a missing field."""
+    return value is None or (isinstance(value, float) and value != value) or type(value).__name__ in ("NAType", "NaTType")
 
 
 def to_arrow(events: Any):

@@ -123,3 +123,12 @@ def test_format_mistakes_are_usage_errors(capsys, tmp_path, argv, message):
     code, _, err = run(capsys, "eval", "has_existed(x == 1)", "--key", "k", "--time", "t", *argv)
     assert code == 2, err
     assert message in err and "Traceback" not in err
+
+
+def test_a_missing_key_or_time_column_names_the_columns_there(capsys, tmp_path):
+    path = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"session": ["a"], "ts": [1]}), path)
+    code, _, err = run(capsys, "eval", "has_existed(x == 1)", "--events", path, "--key", "session_id",
+                       "--time", "ts")
+    assert code == 2
+    assert "no column 'session_id'" in err and "session, ts" in err

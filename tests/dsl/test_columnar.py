@@ -102,6 +102,37 @@ def test_arrow_reader_answers_exactly_like_the_exact_decoder(data, expression):
     assert answers(data, expression, read_jsonl) == answers(data, expression, decode_jsonl)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=jsonl(), expression=st.sampled_from(EXPRESSIONS), slice_bytes=st.sampled_from([40, 150, 400]))
+def test_slice_by_slice_reading_answers_exactly_too(data, expression, slice_bytes):
+    """Input Arrow cannot read whole is read again in slices (Arrow where it can, the exact decoder
+    where it cannot) and merged: same answers, same bad lines with their numbers."""
+    saved = columnar.SLICE_BYTES, columnar.JSON_BLOCK_BYTES
+    columnar.SLICE_BYTES, columnar.JSON_BLOCK_BYTES = slice_bytes, 64
+    try:
+        sliced = answers(data, expression, read_jsonl)
+    finally:
+        columnar.SLICE_BYTES, columnar.JSON_BLOCK_BYTES = saved
+    assert sliced == answers(data, expression, decode_jsonl)
+
+
+def test_bad_lines_in_a_big_input_leave_the_other_slices_to_arrow(monkeypatch):
+    lines = [msgspec.json.encode({"k": f"s{i % 5}", "t": i, "s": "xy"[i % 2]}) for i in range(3000)]
+    lines[1234] = b"not json"
+    data = b"\n".join(lines) + b"\n"
+    expected = answers(data, "latest_event_to_state(s)", decode_jsonl)
+    monkeypatch.setattr(columnar, "SLICE_BYTES", 8000)
+    exact_slices = []
+
+    def exact(data, *args):
+        exact_slices.append(len(data))
+        return decode_jsonl(data, *args)
+
+    monkeypatch.setattr(columnar, "decode_jsonl", exact)
+    assert answers(data, "latest_event_to_state(s)", read_jsonl) == expected
+    assert expected[0][0][:2] == (1235, expected[0][0][1]) and len(exact_slices) == 1
+
+
 def test_clean_input_takes_the_arrow_path(monkeypatch):
     """Typed-clean JSON lines never reach the exact decoder (else the speed is not there)."""
     def refuse(*args, **kwargs):
