@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -70,6 +71,10 @@ class IntakeOut(BaseModel):
     error: list[EventOutcome]
 
 
+CONNECT_TIMEOUT_S = 5.0  # creating a producer; an unreachable broker answers 503 after this
+RETRY_AFTER_S = 5.0       # after an unreachable broker, requests answer 503 at once for this long
+
+
 class PulsarSink:
     """Producers per topic on one Pulsar client, opened on first use (the API starts without Pulsar)."""
 
@@ -78,15 +83,24 @@ class PulsarSink:
         self.client = None
         self.producers: dict[str, Any] = {}
         self.lock = threading.Lock()
+        self.down: tuple[float, PulsarUnavailable] | None = None  # (until, why): answer 503 at once till then
 
     def _producer(self, topic: str):
         with self.lock:
+            if self.down is not None and time.monotonic() < self.down[0]:
+                raise self.down[1]  # a broker that just refused is not asked again for every request
             if self.client is None:
-                self.client = open_client(self.url, timeout_s=10)
+                self.client = open_client(self.url, timeout_s=CONNECT_TIMEOUT_S)
             producer = self.producers.get(topic)
             if producer is None:
-                producer = self.producers[topic] = create_producer(self.client, topic,
-                                                                   batching_max_publish_delay_ms=5)
+                try:
+                    producer = create_producer(self.client, topic, batching_max_publish_delay_ms=5)
+                except PulsarUnavailable as exc:
+                    if exc.unreachable:
+                        self.down = (time.monotonic() + RETRY_AFTER_S, exc)
+                    raise
+                self.producers[topic] = producer
+                self.down = None
             return producer
 
     def send(self, items: list[tuple[str, bytes, str | None, int | None]], wait: bool = True) -> list[str | None]:
@@ -138,8 +152,10 @@ class PulsarSink:
         for producer in self.producers.values():
             with contextlib.suppress(Exception):
                 producer.close()
-        if self.client is not None:
-            self.client.close()
+        self.producers.clear()
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
 
 
 def _sink(request: Request) -> PulsarSink:
@@ -157,6 +173,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         sink = getattr(app.state, "intake_sink", None)
         if sink is not None:
+            app.state.intake_sink = None  # a later start of the same app opens a new one
             await asyncio.to_thread(sink.close)
 
 

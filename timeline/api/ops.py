@@ -37,6 +37,8 @@ class CheckOut(BaseModel):
 class ReadyOut(BaseModel):
     ready: bool = Field(description="true: the store opens and Temporal answers")
     checks: dict[str, CheckOut]
+    error: str | None = Field(default=None, description="when not ready: which check failed and why "
+                                                        "(the API's error shape)")
 
 
 router = APIRouter(tags=["operations"])
@@ -64,7 +66,8 @@ async def ready(request: Request) -> JSONResponse:
     except Exception as exc:  # noqa: BLE001 - reported in the answer
         reason = str(exc) or f"no answer within {READY_TIMEOUT_S:g}s"
         checks["temporal"] = CheckOut(ok=False, detail=f"{services.endpoints.temporal}: {reason}")
-    out = ReadyOut(ready=all(c.ok for c in checks.values()), checks=checks)
+    failed = [f"{name}: {c.detail}" for name, c in checks.items() if not c.ok]
+    out = ReadyOut(ready=not failed, checks=checks, error=f"not ready; {'; '.join(failed)}" if failed else None)
     return JSONResponse(status_code=200 if out.ready else 503, content=out.model_dump())
 
 
