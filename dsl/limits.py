@@ -33,3 +33,6 @@ MAX_REQUEST_BYTES = 1_048_576
 # Temporal refuses payloads over 2 MB (its default blob size error limit); a signal's
 # encoded batch is kept well under it, and a node's continue-as-new state too.
 MAX_SIGNAL_BYTES = 512 * 1024
+
+# One aggregate-over-time answer (`GET /timelines/{name}/aggregate?from=&to=&step=`): times sampled.
+MAX_AGGREGATE_SAMPLES = 10_000
