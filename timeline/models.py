@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -16,7 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-from timeline.dsl.compiler import Plan, plan_for
+from timeline.dsl.aggregate import AggregateSeries, group_leaf_id, runtime_plan
+from timeline.dsl.compiler import Plan
 from timeline.dsl.incremental import (
     DerivedSnapshot,
     EventBatch,
@@ -57,11 +58,20 @@ class TimelineSpec(BaseModel):
     shards: int = Field(default=4, ge=1, le=1024)
     idle_timeout_s: float = Field(default=1800.0, gt=0)
     results_topic: str | None = None
+    # Where this timeline starts reading its topics: None, live (with the shared feeder, from where
+    # it is); "earliest", all the topic retains; or an epoch-ms time (messages published from then on).
+    # A start other than live gives the timeline a subscription of its own (feeder/backfill.py).
+    start_from: Literal["earliest"] | int | None = None
 
     @property
     def plan(self) -> Plan:
-        """The compiled expression (compiled once per expression text in a process)."""
-        return plan_for(self.expression)
+        """The compiled expression (compiled once per expression text in a process), with the
+        group-by leaf when it aggregates (`dsl.aggregate.runtime_plan`)."""
+        return runtime_plan(self.expression)
+
+    @property
+    def aggregated(self) -> bool:
+        return self.plan.aggregation is not None
 
     @field_validator("name")
     @classmethod
@@ -112,6 +122,23 @@ def shard_of(key: str, shards: int) -> int:
 
 def node_workflow_id(timeline: str, node_id: str, shard: int) -> str:
     return f"timeline/{timeline}/{node_id}/{shard}"
+
+
+def partial_aggregate_workflow_id(timeline: str, shard: int) -> str:
+    return f"timeline/{timeline}/aggregate-partial/{shard}"
+
+
+def aggregate_workflow_id(timeline: str) -> str:
+    return f"timeline/{timeline}/aggregate"
+
+
+def aggregate_destinations(spec: TimelineSpec, node_id: str, shard: int) -> list[str]:
+    """Where a node's patches go besides its parents: an aggregated timeline's root (the values) and
+    group-by leaf (the groups) feed their shard's partial aggregate."""
+    plan = spec.plan
+    if plan.aggregation is None or node_id not in (plan.root, group_leaf_id(plan)):
+        return []
+    return [partial_aggregate_workflow_id(spec.name, shard)]
 
 
 class SourcePosition(BaseModel):
@@ -201,3 +228,44 @@ class KeyAnswer(BaseModel):
     timeline: KeyTimeline
     watermark: int | None = None
     closed: bool = False
+
+
+class PartialAggregateInput(BaseModel):
+    """What a shard's partial aggregate workflow starts (or continues as new) with."""
+
+    spec: TimelineSpec
+    shard: int
+    values: dict[str, KeyTimeline] = {}     # live keys' root timelines
+    groups: dict[str, KeyTimeline] = {}     # live keys' group-by timelines
+    closed: AggregateSeries = AggregateSeries()  # the folded series of the shard's closed keys
+    child_seq: dict[str, int] = {}          # last applied seq per child node (root, group leaf)
+    seq: int = 0                            # this workflow's sends to the combiner
+    keys_closed: int = 0
+
+
+class PartialAggregateSignal(BaseModel):
+    """A shard's whole partial aggregate (latest wins: the combiner keeps the highest seq per shard)."""
+
+    shard: int
+    seq: int
+    series: AggregateSeries
+    live_keys: int = 0
+    closed_keys: int = 0
+
+
+class AggregateInput(BaseModel):
+    """What the combining aggregate workflow starts (or continues as new) with."""
+
+    spec: TimelineSpec
+    partials: dict[int, PartialAggregateSignal] = {}
+
+
+class AggregateAnswer(BaseModel):
+    """The combiner's answer to its `series` query: the whole aggregate over time."""
+
+    timeline: str
+    series: AggregateSeries
+    shards_reported: int
+    shards: int
+    live_keys: int
+    closed_keys: int

@@ -41,6 +41,7 @@ from timeline.store import TimelineExists, open_store
 log = logging.getLogger("timeline.api")
 
 
+from timeline.api.aggregate import router as aggregate_router
 from timeline.api.errors import ApiError, _install_error_handlers, _responses
 from timeline.api.models import (
     KeysOut,
@@ -100,6 +101,7 @@ def create_app(endpoints: Endpoints) -> FastAPI:
     app = FastAPI(title="Timeline", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     _install_error_handlers(app)
+    app.include_router(aggregate_router)
 
     @app.get("/timelines", response_model=TimelineListOut, summary="List registered timelines")
     async def list_timelines() -> TimelineListOut:

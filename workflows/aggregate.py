@@ -1,0 +1,185 @@
+"""Live aggregates: a partial aggregate per shard, and one workflow that combines them.
+
+An aggregated timeline (`EXPR | aggregate(group_by(col), ...)`) runs its node
+tree as any timeline does, plus the leaf `latest_event_to_state(col)` (each
+key's group over time, `dsl.aggregate.runtime_plan`). Per shard, the root
+(values) and that leaf (groups) send their span patches to the shard's
+`TimelineAggregatePartial`, exactly as they would to a parent node: the same
+`PatchSignal`, skipped when its seq was applied. The partial keeps its live
+keys' two timelines and, folded into one series, the keys the root closed;
+after each step it sends its whole series (`dsl.aggregate.AggregateSeries`,
+exact at every time) to `TimelineAggregate`, which keeps the latest series per
+shard and merges them. Both are thin shells: the algebra is `dsl/aggregate.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from timeline.dsl.aggregate import (
+        AggregateSeries,
+        group_leaf_id,
+        merge_series,
+        series_of_snapshots,
+    )
+    from timeline.dsl.incremental import KeyTimeline
+    from timeline.models import (
+        AggregateAnswer,
+        AggregateInput,
+        PartialAggregateInput,
+        PartialAggregateSignal,
+        PatchSignal,
+        aggregate_workflow_id,
+    )
+
+PARTIAL_SIGNAL = "partial"
+
+
+@workflow.defn(name="TimelineAggregatePartial", sandboxed=False)
+class PartialAggregateWorkflow:
+    """One shard's aggregate: the root's and group leaf's patches in, the shard's series out."""
+
+    def __init__(self) -> None:
+        self.pending: list[PatchSignal] = []
+        self.stopping = False
+        self.input: PartialAggregateInput | None = None
+        self.unsent = False
+        self.sending = False
+
+    @workflow.signal(name="patches")
+    def patches(self, signal: PatchSignal) -> None:
+        self.pending.append(signal)
+
+    @workflow.signal(name="stop")
+    def stop(self) -> None:
+        self.stopping = True
+
+    @workflow.query(name="series")
+    def series(self) -> AggregateSeries:
+        assert self.input is not None
+        return self._series()
+
+    @workflow.run
+    async def run(self, inp: PartialAggregateInput) -> None:
+        self.input = inp
+        plan = inp.spec.plan
+        self.root, self.group = plan.root, group_leaf_id(plan)
+        self.combiner = aggregate_workflow_id(inp.spec.name)
+        sender = asyncio.create_task(self._sender())
+        try:
+            while True:
+                await workflow.wait_condition(lambda: bool(self.pending) or self.stopping)
+                if self.pending:
+                    self._apply_pending()
+                if self.stopping and not self.pending:
+                    await workflow.wait_condition(lambda: not self.unsent and not self.sending)
+                    return
+                if workflow.info().is_continue_as_new_suggested():
+                    await workflow.wait_condition(
+                        lambda: workflow.all_handlers_finished() and not self.unsent and not self.sending)
+                    if not self.pending:
+                        workflow.continue_as_new(self.input)
+        finally:
+            sender.cancel()
+
+    def _apply_pending(self) -> None:
+        inp = self.input
+        assert inp is not None
+        for signal in self.pending:
+            if signal.seq <= inp.child_seq.get(signal.child, 0):
+                continue  # already applied (a redelivered signal)
+            inp.child_seq[signal.child] = signal.seq
+            stores = []
+            if signal.child == self.root:
+                stores.append(inp.values)
+            if signal.child == self.group:
+                stores.append(inp.groups)
+            for patch in signal.patches:
+                for store in stores:
+                    store[patch.key] = store.get(patch.key, KeyTimeline()).with_patch(patch)
+            if signal.child == self.root and signal.closed:
+                # A closed key's timeline is final: fold it in once, and forget the key.
+                closed = [k for k in signal.closed if k in inp.values]
+                inp.closed = merge_series([inp.closed, series_of_snapshots(inp.values, inp.groups, closed)])
+                for k in closed:
+                    inp.values.pop(k, None)
+                    inp.groups.pop(k, None)
+                inp.keys_closed += len(closed)
+        self.pending.clear()
+        self.unsent = True
+
+    def _series(self) -> AggregateSeries:
+        inp = self.input
+        assert inp is not None
+        # Only keys the root holds count: the root has every key from its first event on.
+        live = series_of_snapshots(inp.values, inp.groups, list(inp.values))
+        return merge_series([inp.closed, live])
+
+    async def _sender(self) -> None:
+        """Sends the latest series, one signal at a time: what changes meanwhile leaves in the next one."""
+        while True:
+            await workflow.wait_condition(lambda: self.unsent)
+            inp = self.input
+            assert inp is not None
+            self.unsent = False
+            self.sending = True
+            inp.seq += 1
+            try:
+                signal = PartialAggregateSignal(shard=inp.shard, seq=inp.seq, series=self._series(),
+                                                live_keys=len(inp.values), closed_keys=inp.keys_closed)
+                await workflow.get_external_workflow_handle(self.combiner).signal(PARTIAL_SIGNAL, signal)
+            finally:
+                self.sending = False
+
+
+@workflow.defn(name="TimelineAggregate", sandboxed=False)
+class AggregateWorkflow:
+    """The whole aggregate: the latest series of every shard, merged."""
+
+    def __init__(self) -> None:
+        self.pending: list[PartialAggregateSignal] = []
+        self.stopping = False
+        self.input: AggregateInput | None = None
+        self.merged = AggregateSeries()
+
+    @workflow.signal(name=PARTIAL_SIGNAL)
+    def partial(self, signal: PartialAggregateSignal) -> None:
+        self.pending.append(signal)
+
+    @workflow.signal(name="stop")
+    def stop(self) -> None:
+        self.stopping = True
+
+    @workflow.query(name="series")
+    def series(self) -> AggregateAnswer:
+        inp = self.input
+        assert inp is not None
+        parts = inp.partials.values()
+        return AggregateAnswer(timeline=inp.spec.name, series=self.merged, shards_reported=len(inp.partials),
+                               shards=inp.spec.shards, live_keys=sum(p.live_keys for p in parts),
+                               closed_keys=sum(p.closed_keys for p in parts))
+
+    @workflow.run
+    async def run(self, inp: AggregateInput) -> None:
+        self.input = inp
+        self.merged = merge_series(p.series for p in inp.partials.values())
+        while True:
+            await workflow.wait_condition(lambda: bool(self.pending) or self.stopping)
+            changed = False
+            for signal in self.pending:
+                have = inp.partials.get(signal.shard)
+                if have is None or signal.seq > have.seq:  # latest wins; an older or repeated one is skipped
+                    inp.partials[signal.shard] = signal
+                    changed = True
+            self.pending.clear()
+            if changed:
+                self.merged = merge_series(p.series for p in inp.partials.values())
+            if self.stopping:
+                return
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(lambda: workflow.all_handlers_finished())
+                if not self.pending:
+                    workflow.continue_as_new(inp)
