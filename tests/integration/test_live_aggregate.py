@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ from timeline.dsl.compiler import compile_expression
 from timeline.dsl.decode import decode_jsonl
 from timeline.dsl.events import parse_time, split_path
 from timeline.producers.video_sessions import generate_sessions
+from timeline.runtime.control import connect, node_status
 from timeline.runtime.settings import Endpoints
 from timeline.store import open_store
 
@@ -135,7 +137,7 @@ def test_live_aggregate_equals_eval_as_keys_change_and_close(runtime, pulsar_ser
         assert bad.status_code == 400 and "step" in bad.json()["error"]
 
 
-def test_backfill_replays_the_topic_then_continues_live(runtime, pulsar_server, wait_for):
+def test_backfill_replays_the_topic_then_continues_live(runtime, pulsar_server, temporal_server, wait_for, aio):
     """A timeline registered after its events were produced: with --from earliest it sees them all
     (once), then what comes later; without it (the default), only what comes after."""
     first = f"first-{runtime.suffix}"
@@ -150,10 +152,30 @@ def test_backfill_replays_the_topic_then_continues_live(runtime, pulsar_server, 
     store = open_store(runtime.endpoints.store)
     wait_equal(wait_for, store, first, batch_timelines(BUFFERING, before, "session_id", "ts"), timeout=240)
 
+    live, since = f"live-{runtime.suffix}", f"since-{runtime.suffix}"
     runtime.register(late, BUFFERING, "--from", "earliest")
+    runtime.register(live, BUFFERING)  # the default: from where the shared feeder is
+    runtime.register(since, BUFFERING, "--from", str(int(time.time() * 1000)))  # published from now on
     produce(pulsar_server.address, runtime.topic, [msgspec.json.encode(r) for r in after])
     expected = batch_timelines(BUFFERING, before + after, "session_id", "ts")
+    only_after = batch_timelines(BUFFERING, after, "session_id", "ts")
     wait_equal(wait_for, store, late, expected, timeout=240,
                what="the backfilled timeline to equal batch over every event")
     wait_equal(wait_for, store, first, expected, timeout=240)
+    wait_equal(wait_for, store, live, only_after, timeout=240, what="the live timeline to see the later events")
+    wait_equal(wait_for, store, since, only_after, timeout=240, what="--from TIME to see the later events")
     assert sorted(store.keys(late)) == sorted(expected)
+    assert sorted(store.keys(live)) == sorted(store.keys(since)) == sorted(only_after)
+    # nothing applied twice: every leaf of the backfilled timeline applied each event once
+    applied = aio.run(_events_applied(temporal_server.address, store.get(late)))
+    assert set(applied.values()) == {len(before) + len(after)}, applied
+
+
+async def _events_applied(address, spec):
+    client = await connect(address)
+    counts = {}
+    for leaf in spec.plan.leaves:
+        counts[leaf.id] = 0
+        for shard in range(spec.shards):
+            counts[leaf.id] += (await node_status(client, spec, leaf.id, shard)).events_applied
+    return counts

@@ -34,7 +34,7 @@ from fastapi import FastAPI, Query, Response
 from timeline.dsl.incremental import KeyTimeline
 from timeline.models import node_workflow_id, shard_of
 from timeline.runtime.control import ServiceUnavailable
-from timeline.runtime.registry import build_spec, register_spec, remove_spec
+from timeline.runtime.registry import build_spec, register_spec, remove_spec, start_option
 from timeline.runtime.settings import Endpoints, endpoints
 from timeline.store import TimelineExists, open_store
 
@@ -119,7 +119,8 @@ def create_app(endpoints: Endpoints) -> FastAPI:
                                 "[{topic, key_path, time_path}, ...]")
         spec, plan = build_spec(body.name, body.expression, body.source_topic, body.key_path, body.time_path,
                                 body.shards, body.idle_timeout_s,
-                                sources=[(s.topic, s.key_path, s.time_path) for s in body.sources or []])
+                                sources=[(s.topic, s.key_path, s.time_path) for s in body.sources or []],
+                                start_from=start_option(body.start_from))
         client = await services.temporal()  # before saving: no registration without its workflows
         try:
             created, tree = await register_spec(client, services.store, spec)
