@@ -241,6 +241,66 @@ def _merge_groups(parts: list[GroupSeries]) -> GroupSeries:
     return out
 
 
+# --- changes: what a partial aggregate sends ---------------------------------------------------
+
+
+def series_since(series: AggregateSeries, since: int) -> AggregateSeries:
+    """The part of a series on [since, +inf): the interval holding `since` starts at it (its lines are
+    in absolute time, so clipping changes no value)."""
+    out: dict[str, GroupSeries] = {}
+    for label, g in series.groups.items():
+        i = max(0, bisect.bisect_right(g.starts, since) - 1)
+        if i >= len(g.starts) or (i == len(g.starts) - 1 and g.count[i] == 0 and g.starts[i] <= since):
+            continue  # empty from `since` on
+        part = GroupSeries(starts=[max(since, g.starts[i]), *g.starts[i + 1:]], count=g.count[i:], n=g.n[i:],
+                           sum_c=g.sum_c[i:], sum_m=g.sum_m[i:], mins=g.mins[i:], maxs=g.maxs[i:])
+        out[label] = part
+    return AggregateSeries(groups=out)
+
+
+def patch_series(old: AggregateSeries, since: int, part: AggregateSeries) -> AggregateSeries:
+    """`old` up to `since`, then `part` (a `series_since(new, since)`): the receiving end of a change."""
+    out: dict[str, GroupSeries] = {}
+    for label in sorted(set(old.groups) | set(part.groups)):
+        g = GroupSeries()
+        before = old.groups.get(label)
+        if before is not None:
+            for i, t in enumerate(before.starts):
+                if t >= since:
+                    break
+                _append(g, t, before.count[i], before.n[i], before.sum_c[i], before.sum_m[i], before.mins[i],
+                        before.maxs[i])
+        if g.starts:
+            _append(g, since, 0, 0, 0, 0, [], [])  # empty from `since` unless `part` says otherwise
+        after = part.groups.get(label)
+        if after is not None:
+            for i, t in enumerate(after.starts):
+                if g.starts and g.starts[-1] == t:  # `part` starts at `since`: it replaces the empty mark
+                    for column in (g.starts, g.count, g.n, g.sum_c, g.sum_m, g.mins, g.maxs):
+                        column.pop()
+                _append(g, t, after.count[i], after.n[i], after.sum_c[i], after.sum_m[i], after.mins[i],
+                        after.maxs[i])
+        if g.starts:
+            out[label] = g
+    return AggregateSeries(groups=out)
+
+
+def answer_times(series: AggregateSeries, t: int | None, frm: int | None, to: int | None, step: int | None
+                 ) -> tuple[list[int], bool]:
+    """The times an aggregate query asks about: t; or from `frm` every `step` ms before `to`; or `frm`
+    and every change point in [frm, to). Returns (times, truncated at MAX_AGGREGATE_SAMPLES)."""
+    if t is not None:
+        return [t], False
+    if frm is None or to is None:
+        raise UsageError("give t (the groups at one time), or from and to (over time, with an optional step)")
+    if step is not None:
+        return sample_times(frm, to, step), False
+    if to <= frm:
+        raise UsageError(f"from ({frm}) must be before to ({to})")
+    times = sorted({frm, *series.change_points(frm, to)})
+    return times[:MAX_AGGREGATE_SAMPLES], len(times) > MAX_AGGREGATE_SAMPLES
+
+
 # --- the runtime's plan: the group-by column as a leaf -----------------------------------------
 
 

@@ -244,11 +244,23 @@ class PartialAggregateInput(BaseModel):
 
 
 class PartialAggregateSignal(BaseModel):
-    """A shard's whole partial aggregate (latest wins: the combiner keeps the highest seq per shard)."""
+    """A shard's partial aggregate changed from `since` on (on [since, +inf) it is now `series`), or
+    only its key counts did (`since` None: keys closed). The combiner applies them in seq order and
+    skips a seq it has applied."""
 
     shard: int
     seq: int
+    since: int | None
     series: AggregateSeries
+    live_keys: int = 0
+    closed_keys: int = 0
+
+
+class ShardAggregate(BaseModel):
+    """What the combiner keeps of one shard: its whole series, as of the last seq applied."""
+
+    seq: int = 0
+    series: AggregateSeries = AggregateSeries()
     live_keys: int = 0
     closed_keys: int = 0
 
@@ -257,14 +269,29 @@ class AggregateInput(BaseModel):
     """What the combining aggregate workflow starts (or continues as new) with."""
 
     spec: TimelineSpec
-    partials: dict[int, PartialAggregateSignal] = {}
+    shards: dict[int, ShardAggregate] = {}
+
+
+class AggregateQuery(BaseModel):
+    """The times an aggregate query asks about (`dsl.aggregate.answer_times`)."""
+
+    t: int | None = None
+    frm: int | None = None
+    to: int | None = None
+    step: int | None = None
+
+
+class AggregatePoint(BaseModel):
+    t: int
+    groups: dict[str, dict[str, Any]]
 
 
 class AggregateAnswer(BaseModel):
-    """The combiner's answer to its `series` query: the whole aggregate over time."""
+    """The combiner's answer to its `groups` query."""
 
     timeline: str
-    series: AggregateSeries
+    points: list[AggregatePoint]
+    truncated: bool = False
     shards_reported: int
     shards: int
     live_keys: int

@@ -7,9 +7,10 @@ key's group over time, `dsl.aggregate.runtime_plan`). Per shard, the root
 `TimelineAggregatePartial`, exactly as they would to a parent node: the same
 `PatchSignal`, skipped when its seq was applied. The partial keeps its live
 keys' two timelines and, folded into one series, the keys the root closed;
-after each step it sends its whole series (`dsl.aggregate.AggregateSeries`,
-exact at every time) to `TimelineAggregate`, which keeps the latest series per
-shard and merges them. Both are thin shells: the algebra is `dsl/aggregate.py`.
+after each step it sends what changed of its series (`dsl.aggregate.AggregateSeries`,
+exact at every time) from the earliest changed time on, to `TimelineAggregate`,
+which patches its copy of the shard's series and merges the shards'. Both are
+thin shells: the algebra is `dsl/aggregate.py`.
 """
 
 from __future__ import annotations
@@ -21,17 +22,23 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from timeline.dsl.aggregate import (
         AggregateSeries,
+        answer_times,
         group_leaf_id,
         merge_series,
+        patch_series,
         series_of_snapshots,
+        series_since,
     )
     from timeline.dsl.incremental import KeyTimeline
     from timeline.models import (
         AggregateAnswer,
         AggregateInput,
+        AggregatePoint,
+        AggregateQuery,
         PartialAggregateInput,
         PartialAggregateSignal,
         PatchSignal,
+        ShardAggregate,
         aggregate_workflow_id,
     )
 
@@ -46,7 +53,8 @@ class PartialAggregateWorkflow:
         self.pending: list[PatchSignal] = []
         self.stopping = False
         self.input: PartialAggregateInput | None = None
-        self.unsent = False
+        self.unsent: int | None = None   # the earliest time changed since the last send
+        self.recount = False             # keys closed since the last send (the series is unchanged)
         self.sending = False
 
     @workflow.signal(name="patches")
@@ -75,11 +83,11 @@ class PartialAggregateWorkflow:
                 if self.pending:
                     self._apply_pending()
                 if self.stopping and not self.pending:
-                    await workflow.wait_condition(lambda: not self.unsent and not self.sending)
+                    await workflow.wait_condition(lambda: self._sent() and not self.sending)
                     return
                 if workflow.info().is_continue_as_new_suggested():
                     await workflow.wait_condition(
-                        lambda: workflow.all_handlers_finished() and not self.unsent and not self.sending)
+                        lambda: workflow.all_handlers_finished() and self._sent() and not self.sending)
                     if not self.pending:
                         workflow.continue_as_new(self.input)
         finally:
@@ -98,6 +106,7 @@ class PartialAggregateWorkflow:
             if signal.child == self.group:
                 stores.append(inp.groups)
             for patch in signal.patches:
+                self.unsent = patch.since if self.unsent is None else min(self.unsent, patch.since)
                 for store in stores:
                     store[patch.key] = store.get(patch.key, KeyTimeline()).with_patch(patch)
             if signal.child == self.root and signal.closed:
@@ -108,8 +117,8 @@ class PartialAggregateWorkflow:
                     inp.values.pop(k, None)
                     inp.groups.pop(k, None)
                 inp.keys_closed += len(closed)
+                self.recount = self.recount or bool(closed)
         self.pending.clear()
-        self.unsent = True
 
     def _series(self) -> AggregateSeries:
         inp = self.input
@@ -118,17 +127,22 @@ class PartialAggregateWorkflow:
         live = series_of_snapshots(inp.values, inp.groups, list(inp.values))
         return merge_series([inp.closed, live])
 
+    def _sent(self) -> bool:
+        return self.unsent is None and not self.recount
+
     async def _sender(self) -> None:
-        """Sends the latest series, one signal at a time: what changes meanwhile leaves in the next one."""
+        """Sends the series' change, one signal at a time: what changes meanwhile leaves in the next one.
+        (Folding a closed key changes no value: it only moves the key from live to closed.)"""
         while True:
-            await workflow.wait_condition(lambda: self.unsent)
+            await workflow.wait_condition(lambda: not self._sent())
             inp = self.input
             assert inp is not None
-            self.unsent = False
+            since, self.unsent, self.recount = self.unsent, None, False
             self.sending = True
             inp.seq += 1
             try:
-                signal = PartialAggregateSignal(shard=inp.shard, seq=inp.seq, series=self._series(),
+                change = AggregateSeries() if since is None else series_since(self._series(), since)
+                signal = PartialAggregateSignal(shard=inp.shard, seq=inp.seq, since=since, series=change,
                                                 live_keys=len(inp.values), closed_keys=inp.keys_closed)
                 await workflow.get_external_workflow_handle(self.combiner).signal(PARTIAL_SIGNAL, signal)
             finally:
@@ -137,7 +151,7 @@ class PartialAggregateWorkflow:
 
 @workflow.defn(name="TimelineAggregate", sandboxed=False)
 class AggregateWorkflow:
-    """The whole aggregate: the latest series of every shard, merged."""
+    """The whole aggregate: every shard's series, patched in seq order, merged."""
 
     def __init__(self) -> None:
         self.pending: list[PartialAggregateSignal] = []
@@ -153,30 +167,39 @@ class AggregateWorkflow:
     def stop(self) -> None:
         self.stopping = True
 
-    @workflow.query(name="series")
-    def series(self) -> AggregateAnswer:
+    @workflow.query(name="groups")
+    def groups(self, query: AggregateQuery) -> AggregateAnswer:
+        """The groups at the times asked for (pure: computed from the merged series, nothing changes)."""
         inp = self.input
-        assert inp is not None
-        parts = inp.partials.values()
-        return AggregateAnswer(timeline=inp.spec.name, series=self.merged, shards_reported=len(inp.partials),
-                               shards=inp.spec.shards, live_keys=sum(p.live_keys for p in parts),
+        assert inp is not None and inp.spec.plan.aggregation is not None
+        times, truncated = answer_times(self.merged, query.t, query.frm, query.to, query.step)
+        functions = inp.spec.plan.aggregation.functions
+        parts = inp.shards.values()
+        return AggregateAnswer(timeline=inp.spec.name, truncated=truncated,
+                               points=[AggregatePoint(t=t, groups=self.merged.at(t, functions)) for t in times],
+                               shards_reported=len(inp.shards), shards=inp.spec.shards,
+                               live_keys=sum(p.live_keys for p in parts),
                                closed_keys=sum(p.closed_keys for p in parts))
 
     @workflow.run
     async def run(self, inp: AggregateInput) -> None:
         self.input = inp
-        self.merged = merge_series(p.series for p in inp.partials.values())
+        self.merged = merge_series(p.series for p in inp.shards.values())
         while True:
             await workflow.wait_condition(lambda: bool(self.pending) or self.stopping)
             changed = False
-            for signal in self.pending:
-                have = inp.partials.get(signal.shard)
-                if have is None or signal.seq > have.seq:  # latest wins; an older or repeated one is skipped
-                    inp.partials[signal.shard] = signal
-                    changed = True
+            for signal in self.pending:  # in arrival order: one sender per shard, one signal at a time
+                shard = inp.shards.setdefault(signal.shard, ShardAggregate())
+                if signal.seq <= shard.seq:
+                    continue  # already applied (a redelivered signal)
+                shard.seq = signal.seq
+                if signal.since is not None:
+                    shard.series = patch_series(shard.series, signal.since, signal.series)
+                shard.live_keys, shard.closed_keys = signal.live_keys, signal.closed_keys
+                changed = True
             self.pending.clear()
             if changed:
-                self.merged = merge_series(p.series for p in inp.partials.values())
+                self.merged = merge_series(p.series for p in inp.shards.values())
             if self.stopping:
                 return
             if workflow.info().is_continue_as_new_suggested():

@@ -10,8 +10,10 @@ from timeline.dsl.aggregate import (
     AggregateSeries,
     group_leaf_id,
     merge_series,
+    patch_series,
     runtime_plan,
     series_of_keys,
+    series_since,
 )
 from timeline.dsl.batch import evaluate, run_eval
 from timeline.dsl.decode import decode_jsonl
@@ -99,3 +101,22 @@ def test_eval_run_eval_is_used_unchanged_for_plain_timelines():
     plan = runtime_plan('has_existed(s == "x")')
     decoded = decode_jsonl(b'{"k": "a", "t": 1, "s": "x"}', ("k",), ("t",), plan.columns())
     assert run_eval(plan, decoded, 5, None, None) == {"a": True}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expr=st.sampled_from(EXPRESSIONS), raw=st.lists(event, min_size=1, max_size=25),
+       cut=st.integers(1, 24), since=st.integers(-2, 45))
+def test_a_change_sent_from_since_on_rebuilds_the_new_series(expr, raw, cut, since):
+    """A partial aggregate sends only `series_since(new, since)`; the combiner's `patch_series` of the old
+    series with it is the new series, when nothing before `since` changed."""
+    events = [{"k": k, "t": t, **f} for k, t, f in raw]
+    old_events = [e for e in events[:cut] if e["t"] < since] if since > 0 else []
+    new_events = old_events + [e for e in events if e not in old_events and e["t"] >= since]
+    if not new_events:
+        return
+    old = _series_by_shard(expr, old_events, 1) if old_events else AggregateSeries()
+    new = _series_by_shard(expr, new_events, 1)
+    functions = runtime_plan(expr).aggregation.functions
+    rebuilt = patch_series(old, since, series_since(new, since))
+    for t in range(-2, 52):
+        assert rebuilt.at(t, functions) == new.at(t, functions), t

@@ -3,7 +3,7 @@
 The answer comes from the timeline's combining aggregate workflow
 (`workflows/aggregate.py`), which holds the whole aggregate as a series exact at
 every time (`dsl.aggregate.AggregateSeries`); the groups at a time are computed
-here from it, shaped as `timeline eval ... | aggregate(...) --at T` prints them.
+by that workflow's query, shaped as `timeline eval ... | aggregate(...) --at T` prints them.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from timeline.api.errors import ApiError, _responses
 from timeline.api.services import QUERY_TIMEOUT_S, Services, _time
-from timeline.dsl.aggregate import sample_times
+from timeline.dsl.aggregate import AggregateSeries, answer_times
 from timeline.dsl.errors import UsageError
-from timeline.models import AggregateAnswer, TimelineSpec, aggregate_workflow_id
+from timeline.models import AggregateAnswer, AggregateQuery, TimelineSpec, aggregate_workflow_id
 from timeline.runtime.control import ServiceUnavailable, query_aggregate
 
 router = APIRouter()
@@ -38,6 +38,8 @@ class AggregateOut(BaseModel):
     timeline: str
     aggregation: str = Field(description="the aggregation suffix")
     points: list[AggregateAtOut] = Field(description="the groups at each time asked for")
+    truncated: bool = Field(False, description="over time without a step: more change points than the limit "
+                                               "(MAX_AGGREGATE_SAMPLES); ask again from the last one shown")
     shards: int
     shards_reported: int = Field(description="shards whose partial aggregate has reached the combiner; "
                                              "fewer than shards: keys of the others are not counted yet")
@@ -64,35 +66,25 @@ async def aggregate(request: Request,
                             "`EXPR | aggregate(group_by(column), count, ...)`, or read its keys at "
                             f"/timelines/{name}/keys")
     at, lo, hi = _time(t, "t"), _time(frm, "from"), _time(to, "to")
-    if (at is None) == (lo is None and hi is None):
+    if at is not None and (lo is not None or hi is not None or step is not None):
         raise ApiError(400, "give either t (the groups at one time) or from and to (over time, with an "
-                            "optional step in ms)")
-    if at is None and (lo is None or hi is None):
-        raise ApiError(400, "over time needs both from and to: the range is [from, to)")
-    answer = await _series(services, spec)
-    functions = plan.aggregation.functions
-    if at is not None:
-        times = [at]
-    elif step is not None:
-        try:
-            times = sample_times(lo, hi, step)  # type: ignore[arg-type]
-        except UsageError as exc:
-            raise ApiError(400, str(exc)) from None
-    else:
-        if lo >= hi:  # type: ignore[operator]
-            raise ApiError(400, f"from ({lo}) must be before to ({hi}): the range is [from, to)")
-        times = sorted({lo, *answer.series.change_points(lo, hi)})  # type: ignore[arg-type]
+                            "optional step in ms), not both")
+    try:  # the question's shape is checked here, before any workflow is asked
+        answer_times(AggregateSeries(), at, lo, hi, step)
+    except UsageError as exc:
+        raise ApiError(400, str(exc)) from None
+    answer = await _groups(services, spec, AggregateQuery(t=at, frm=lo, to=hi, step=step))
     return AggregateOut(timeline=name, aggregation=plan.aggregation.text(),
-                        points=[AggregateAtOut(t=x, groups=answer.series.at(x, functions)) for x in times],
-                        shards=answer.shards, shards_reported=answer.shards_reported,
+                        points=[AggregateAtOut(t=p.t, groups=p.groups) for p in answer.points],
+                        truncated=answer.truncated, shards=answer.shards, shards_reported=answer.shards_reported,
                         live_keys=answer.live_keys, closed_keys=answer.closed_keys)
 
 
-async def _series(services: Services, spec: TimelineSpec) -> AggregateAnswer:
+async def _groups(services: Services, spec: TimelineSpec, query: AggregateQuery) -> AggregateAnswer:
     client = await services.temporal()
     wid = aggregate_workflow_id(spec.name)
     try:
-        return await asyncio.wait_for(query_aggregate(client, spec), timeout=QUERY_TIMEOUT_S)
+        return await asyncio.wait_for(query_aggregate(client, spec, query), timeout=QUERY_TIMEOUT_S)
     except asyncio.TimeoutError:
         raise ServiceUnavailable(f"workflow {wid} did not answer within {QUERY_TIMEOUT_S:g}s: is a worker "
                                  "running (`timeline worker`)?") from None

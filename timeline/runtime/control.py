@@ -22,6 +22,7 @@ from timeline.models import (
     TASK_QUEUE,
     AggregateAnswer,
     AggregateInput,
+    AggregateQuery,
     EventBatchSignal,
     KeyAnswer,
     NodeInput,
@@ -44,7 +45,7 @@ STATUS_QUERY = "status"
 # The aggregate workflows' names (workflows/aggregate.py).
 AGGREGATE_WORKFLOW = "TimelineAggregate"
 PARTIAL_AGGREGATE_WORKFLOW = "TimelineAggregatePartial"
-SERIES_QUERY = "series"
+GROUPS_QUERY = "groups"
 
 
 class ServiceUnavailable(TimelineError):
@@ -183,7 +184,7 @@ async def start_aggregates(client: Client, spec: TimelineSpec, task_queue: str =
         for shard in range(spec.shards)))
 
 
-async def query_aggregate(client: Client, spec: TimelineSpec) -> AggregateAnswer:
-    """The combined aggregate over time (every shard's latest partial, merged)."""
+async def query_aggregate(client: Client, spec: TimelineSpec, query: AggregateQuery) -> AggregateAnswer:
+    """The groups at the times asked for, from the combined aggregate (every shard's partial, merged)."""
     handle = client.get_workflow_handle(aggregate_workflow_id(spec.name))
-    return await handle.query(SERIES_QUERY, result_type=AggregateAnswer)
+    return await handle.query(GROUPS_QUERY, query, result_type=AggregateAnswer)
