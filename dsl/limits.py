@@ -34,5 +34,6 @@ MAX_REQUEST_BYTES = 1_048_576
 # encoded batch is kept well under it, and a node's continue-as-new state too.
 MAX_SIGNAL_BYTES = 512 * 1024
 
-# One aggregate-over-time answer (`GET /timelines/{name}/aggregate?from=&to=&step=`): times sampled.
-MAX_AGGREGATE_SAMPLES = 10_000
+# One aggregate-over-time answer (`GET /timelines/{name}/aggregate?from=&to=`): its points (each a row per
+# group; kept well under the size a Temporal query answer may have).
+MAX_AGGREGATE_SAMPLES = 2_000
