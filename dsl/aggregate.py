@@ -100,14 +100,16 @@ class AggregateSeries(BaseModel):
 # --- building a series from keys' timelines ---------------------------------------------------
 
 
-def key_pieces(value: KeyTimeline, group: KeyTimeline) -> list[tuple[int, int | None, str, Any, Number]]:
+def key_pieces(value: KeyTimeline, group: KeyTimeline, since: int | None = None
+               ) -> list[tuple[int, int | None, str, Any, Number]]:
     """One key's contributions: (start, end or None, group label, value at start, slope) on the
-    pieces where both its value and its group keep one line, from the key's first event on."""
+    pieces where both its value and its group keep one line, from the key's first event on (and
+    from `since` on, when given)."""
     origins = [tl.starts[0] for tl in (value, group) if tl.starts]
     if not origins:
         return []
-    origin = min(origins)
-    cuts = sorted({origin, *(s for s in value.starts if s > origin), *(s for s in group.starts if s > origin)})
+    lo = min(origins) if since is None else max(min(origins), since)
+    cuts = sorted({lo, *(s for s in value.starts if s > lo), *(s for s in group.starts if s > lo)})
     out = []
     for i, start in enumerate(cuts):
         end = cuts[i + 1] if i + 1 < len(cuts) else None
@@ -127,11 +129,13 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
 
 
-def series_of_keys(timelines: Iterable[tuple[KeyTimeline, KeyTimeline]]) -> AggregateSeries:
-    """The aggregate series of keys given as (value timeline, group timeline) pairs."""
+def series_of_keys(timelines: Iterable[tuple[KeyTimeline, KeyTimeline]], since: int | None = None
+                   ) -> AggregateSeries:
+    """The aggregate series of keys given as (value timeline, group timeline) pairs (its part on
+    [since, +inf) when given: what a change from `since` on must carry)."""
     pieces: dict[str, list[tuple[int, int | None, Any, Number]]] = {}
     for value, group in timelines:
-        for start, end, label, v, slope in key_pieces(value, group):
+        for start, end, label, v, slope in key_pieces(value, group, since):
             pieces.setdefault(label, []).append((start, end, v, slope))
     return AggregateSeries(groups={label: _group_series(ps) for label, ps in pieces.items()})
 
@@ -259,17 +263,18 @@ def series_since(series: AggregateSeries, since: int) -> AggregateSeries:
 
 
 def patch_series(old: AggregateSeries, since: int, part: AggregateSeries) -> AggregateSeries:
-    """`old` up to `since`, then `part` (a `series_since(new, since)`): the receiving end of a change."""
+    """`old` up to `since`, then `part` (a `series_since(new, since)`): the receiving end of a change.
+    Costs the part's size per group, plus a slice of the old lists."""
     out: dict[str, GroupSeries] = {}
     for label in sorted(set(old.groups) | set(part.groups)):
-        g = GroupSeries()
         before = old.groups.get(label)
         if before is not None:
-            for i, t in enumerate(before.starts):
-                if t >= since:
-                    break
-                _append(g, t, before.count[i], before.n[i], before.sum_c[i], before.sum_m[i], before.mins[i],
-                        before.maxs[i])
+            cut = bisect.bisect_left(before.starts, since)
+            g = GroupSeries(starts=before.starts[:cut], count=before.count[:cut], n=before.n[:cut],
+                            sum_c=before.sum_c[:cut], sum_m=before.sum_m[:cut], mins=before.mins[:cut],
+                            maxs=before.maxs[:cut])
+        else:
+            g = GroupSeries()
         if g.starts:
             _append(g, since, 0, 0, 0, 0, [], [])  # empty from `since` unless `part` says otherwise
         after = part.groups.get(label)
@@ -347,10 +352,10 @@ def rows_over_time(series: AggregateSeries, functions: Iterable[str], times: Ite
 
 
 def series_of_snapshots(values: Mapping[str, KeyTimeline], groups: Mapping[str, KeyTimeline],
-                        keys: Iterable[str]) -> AggregateSeries:
-    """The series of some keys of a partial aggregator's state."""
+                        keys: Iterable[str], since: int | None = None) -> AggregateSeries:
+    """The series of some keys of a partial aggregator's state (from `since` on, when given)."""
     empty = KeyTimeline()
-    return series_of_keys((values.get(k, empty), groups.get(k, empty)) for k in keys)
+    return series_of_keys(((values.get(k, empty), groups.get(k, empty)) for k in keys), since)
 
 
 def _num(v: Number) -> Number:

@@ -120,12 +120,14 @@ class PartialAggregateWorkflow:
                 self.recount = self.recount or bool(closed)
         self.pending.clear()
 
-    def _series(self) -> AggregateSeries:
+    def _series(self, since: int | None = None) -> AggregateSeries:
+        """The shard's series (its part from `since` on, when given: only what a change must carry)."""
         inp = self.input
         assert inp is not None
         # Only keys the root holds count: the root has every key from its first event on.
-        live = series_of_snapshots(inp.values, inp.groups, list(inp.values))
-        return merge_series([inp.closed, live])
+        live = series_of_snapshots(inp.values, inp.groups, list(inp.values), since)
+        closed = inp.closed if since is None else series_since(inp.closed, since)
+        return merge_series([closed, live])
 
     def _sent(self) -> bool:
         return self.unsent is None and not self.recount
@@ -141,7 +143,7 @@ class PartialAggregateWorkflow:
             self.sending = True
             inp.seq += 1
             try:
-                change = AggregateSeries() if since is None else series_since(self._series(), since)
+                change = AggregateSeries() if since is None else self._series(since)
                 signal = PartialAggregateSignal(shard=inp.shard, seq=inp.seq, since=since, series=change,
                                                 live_keys=len(inp.values), closed_keys=inp.keys_closed)
                 await workflow.get_external_workflow_handle(self.combiner).signal(PARTIAL_SIGNAL, signal)
@@ -157,7 +159,7 @@ class AggregateWorkflow:
         self.pending: list[PartialAggregateSignal] = []
         self.stopping = False
         self.input: AggregateInput | None = None
-        self.merged = AggregateSeries()
+        self.merged: AggregateSeries | None = None  # merged when a query needs it, not on every signal
 
     @workflow.signal(name=PARTIAL_SIGNAL)
     def partial(self, signal: PartialAggregateSignal) -> None:
@@ -172,11 +174,14 @@ class AggregateWorkflow:
         """The groups at the times asked for (pure: computed from the merged series, nothing changes)."""
         inp = self.input
         assert inp is not None and inp.spec.plan.aggregation is not None
-        times, truncated = answer_times(self.merged, query.t, query.frm, query.to, query.step)
+        if self.merged is None:  # a cache only: nothing the workflow does depends on it
+            self.merged = merge_series(p.series for p in inp.shards.values())
+        merged = self.merged
+        times, truncated = answer_times(merged, query.t, query.frm, query.to, query.step)
         functions = inp.spec.plan.aggregation.functions
         parts = inp.shards.values()
         return AggregateAnswer(timeline=inp.spec.name, truncated=truncated,
-                               points=[AggregatePoint(t=t, groups=self.merged.at(t, functions)) for t in times],
+                               points=[AggregatePoint(t=t, groups=merged.at(t, functions)) for t in times],
                                shards_reported=len(inp.shards), shards=inp.spec.shards,
                                live_keys=sum(p.live_keys for p in parts),
                                closed_keys=sum(p.closed_keys for p in parts))
@@ -184,7 +189,6 @@ class AggregateWorkflow:
     @workflow.run
     async def run(self, inp: AggregateInput) -> None:
         self.input = inp
-        self.merged = merge_series(p.series for p in inp.shards.values())
         while True:
             await workflow.wait_condition(lambda: bool(self.pending) or self.stopping)
             changed = False
@@ -199,7 +203,7 @@ class AggregateWorkflow:
                 changed = True
             self.pending.clear()
             if changed:
-                self.merged = merge_series(p.series for p in inp.shards.values())
+                self.merged = None
             if self.stopping:
                 return
             if workflow.info().is_continue_as_new_suggested():

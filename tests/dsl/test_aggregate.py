@@ -54,7 +54,7 @@ event = st.tuples(
                                         "g": st.sampled_from(["p", "q", 3])}))
 
 
-def _series_by_shard(expr: str, events: list[dict], shards: int) -> AggregateSeries:
+def _series_by_shard(expr: str, events: list[dict], shards: int, since: int | None = None) -> AggregateSeries:
     """What the runtime computes: each shard's partial series from its keys' root and group timelines,
     then merged (the combiner)."""
     plan = runtime_plan(expr)
@@ -68,7 +68,7 @@ def _series_by_shard(expr: str, events: list[dict], shards: int) -> AggregateSer
     parts = []
     for shard in range(shards):
         mine = [i for i, name in enumerate(decoded.key_names) if hash(name) % shards == shard]
-        parts.append(series_of_keys((values[i], groups[i]) for i in mine))
+        parts.append(series_of_keys(((values[i], groups[i]) for i in mine), since))
     return merge_series(parts)
 
 
@@ -118,5 +118,12 @@ def test_a_change_sent_from_since_on_rebuilds_the_new_series(expr, raw, cut, sin
     new = _series_by_shard(expr, new_events, 1)
     functions = runtime_plan(expr).aggregation.functions
     rebuilt = patch_series(old, since, series_since(new, since))
+    for t in range(-2, 52):
+        assert rebuilt.at(t, functions) == new.at(t, functions), t
+    # what a partial sends: its keys' series computed from `since` on only, the same change
+    from_since = _series_by_shard(expr, new_events, 1, since=since)
+    for t in range(since, 52):
+        assert from_since.at(t, functions) == new.at(t, functions), t
+    rebuilt = patch_series(old, since, from_since)
     for t in range(-2, 52):
         assert rebuilt.at(t, functions) == new.at(t, functions), t
