@@ -345,12 +345,6 @@ def sample_times(frm: int, to: int, step: int) -> list[int]:
     return list(range(frm, to, step))
 
 
-def rows_over_time(series: AggregateSeries, functions: Iterable[str], times: Iterable[int]
-                   ) -> list[tuple[int, dict[str, dict[str, Any]]]]:
-    functions = tuple(functions)
-    return [(t, series.at(t, functions)) for t in times]
-
-
 def series_of_snapshots(values: Mapping[str, KeyTimeline], groups: Mapping[str, KeyTimeline],
                         keys: Iterable[str], since: int | None = None) -> AggregateSeries:
     """The series of some keys of a partial aggregator's state (from `since` on, when given)."""
