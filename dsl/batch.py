@@ -74,8 +74,9 @@ def run_eval(plan: Plan, decoded: DecodedEvents, at: int | None, frm: int | None
         root = evaluate(plan, events, {plan.root})[plan.root]
         group_expr = A.LatestEventToState(column=plan.aggregation.group_by)
         groups_spans = LatestEventToState(group_expr, events)
-        keys = np.arange(len(names), dtype=np.int64)
-        ts = np.full(len(names), when, dtype=np.int64)
+        # A key counts only from its first event on (before it, the key does not exist yet).
+        keys = np.flatnonzero(events.frame.origin <= when).astype(np.int64)
+        ts = np.full(len(keys), when, dtype=np.int64)
         values = values_at(root, keys, ts, events.frame)
         groups = values_at(groups_spans, keys, ts, events.frame)
         return aggregate_json(values, groups, plan.aggregation)

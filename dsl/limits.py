@@ -43,3 +43,6 @@ MAX_DELIVERIES = 10
 # messages it applied (older ones are summed up by one floor position): the
 # duplicates Pulsar redelivers are recognised within that window, and below it.
 DEDUPE_WINDOW = 1024
+# One aggregate-over-time answer (`GET /timelines/{name}/aggregate?from=&to=`): its points (each a row per
+# group; kept well under the size a Temporal query answer may have).
+MAX_AGGREGATE_SAMPLES = 2_000

@@ -179,6 +179,8 @@ class Feeder:
             return self.routes
         routes = []
         for spec in self.store.list():
+            if not self.feeds(spec):
+                continue
             mine = [s for s in spec.sources if s.topic == self.settings.topic]
             plan = spec.plan if mine else None
             for source in mine:
@@ -190,6 +192,11 @@ class Feeder:
                      [f"{n} (generation {g or '-'})" for n, g in described] or "no timelines yet")
         self.routes, self._routes_at = routes, now
         return routes
+
+    def feeds(self, spec: TimelineSpec) -> bool:
+        """Whether this feeder feeds the timeline: the shared one feeds every timeline that starts live;
+        one that starts earlier has a subscription of its own (feeder/backfill.py)."""
+        return spec.start_from is None
 
     # --- one batch of messages -------------------------------------------------------
     async def process(self, messages: list) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 import zlib
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -17,8 +17,9 @@ from pydantic import (
     model_validator,
 )
 
-from timeline.dsl.compiler import Plan, plan_for
+from timeline.dsl.compiler import Plan
 from timeline.dsl.limits import DEDUPE_WINDOW
+from timeline.dsl.aggregate import AggregateSeries, group_leaf_id, runtime_plan
 from timeline.dsl.incremental import (
     DerivedSnapshot,
     EventBatch,
@@ -68,11 +69,20 @@ class TimelineSpec(BaseModel):
     def same_definition(self, other: "TimelineSpec") -> bool:
         """Equal but for the generation: registering it again changes nothing."""
         return self.model_copy(update={"generation": other.generation}) == other
+    # Where this timeline starts reading its topics: None, live (with the shared feeder, from where
+    # it is); "earliest", all the topic retains; or an epoch-ms time (messages published from then on).
+    # A start other than live gives the timeline a subscription of its own (feeder/backfill.py).
+    start_from: Literal["earliest"] | int | None = None
 
     @property
     def plan(self) -> Plan:
-        """The compiled expression (compiled once per expression text in a process)."""
-        return plan_for(self.expression)
+        """The compiled expression (compiled once per expression text in a process), with the
+        group-by leaf when it aggregates (`dsl.aggregate.runtime_plan`)."""
+        return runtime_plan(self.expression)
+
+    @property
+    def aggregated(self) -> bool:
+        return self.plan.aggregation is not None
 
     @field_validator("name")
     @classmethod
@@ -200,6 +210,25 @@ class AppliedPositions:
         return out
 
 
+def partial_aggregate_workflow_id(spec: TimelineSpec, shard: int) -> str:
+    return node_workflow_id(spec, "aggregate-partial", shard)
+
+
+def aggregate_workflow_id(spec: TimelineSpec) -> str:
+    """One per registration, like the node workflows (its generation in the id)."""
+    base = f"timeline/{spec.name}" + (f"/{spec.generation}" if spec.generation else "")
+    return f"{base}/aggregate"
+
+
+def aggregate_destinations(spec: TimelineSpec, node_id: str, shard: int) -> list[str]:
+    """Where a node's patches go besides its parents: an aggregated timeline's root (the values) and
+    group-by leaf (the groups) feed their shard's partial aggregate."""
+    plan = spec.plan
+    if plan.aggregation is None or node_id not in (plan.root, group_leaf_id(plan)):
+        return []
+    return [partial_aggregate_workflow_id(spec, shard)]
+
+
 class SourcePosition(BaseModel):
     """Where an event came from: its topic and message id, ordered as published."""
 
@@ -306,3 +335,71 @@ class KeyAnswer(BaseModel):
     timeline: KeyTimeline
     watermark: int | None = None
     closed: bool = False
+
+
+class PartialAggregateInput(BaseModel):
+    """What a shard's partial aggregate workflow starts (or continues as new) with."""
+
+    spec: TimelineSpec
+    shard: int
+    values: dict[str, KeyTimeline] = {}     # live keys' root timelines
+    groups: dict[str, KeyTimeline] = {}     # live keys' group-by timelines
+    closed: AggregateSeries = AggregateSeries()  # the folded series of the shard's closed keys
+    child_seq: dict[str, int] = {}          # last applied seq per child node (root, group leaf)
+    seq: int = 0                            # this workflow's sends to the combiner
+    keys_closed: int = 0
+
+
+class PartialAggregateSignal(BaseModel):
+    """A shard's partial aggregate changed from `since` on (on [since, +inf) it is now `series`), or
+    only its key counts did (`since` None: keys closed). The combiner applies them in seq order and
+    skips a seq it has applied."""
+
+    shard: int
+    seq: int
+    since: int | None
+    series: AggregateSeries
+    live_keys: int = 0
+    closed_keys: int = 0
+
+
+class ShardAggregate(BaseModel):
+    """What the combiner keeps of one shard: its whole series, as of the last seq applied."""
+
+    seq: int = 0
+    series: AggregateSeries = AggregateSeries()
+    live_keys: int = 0
+    closed_keys: int = 0
+
+
+class AggregateInput(BaseModel):
+    """What the combining aggregate workflow starts (or continues as new) with."""
+
+    spec: TimelineSpec
+    shards: dict[int, ShardAggregate] = {}
+
+
+class AggregateQuery(BaseModel):
+    """The times an aggregate query asks about (`dsl.aggregate.answer_times`)."""
+
+    t: int | None = None
+    frm: int | None = None
+    to: int | None = None
+    step: int | None = None
+
+
+class AggregatePoint(BaseModel):
+    t: int
+    groups: dict[str, dict[str, Any]]
+
+
+class AggregateAnswer(BaseModel):
+    """The combiner's answer to its `groups` query."""
+
+    timeline: str
+    points: list[AggregatePoint]
+    truncated: bool = False
+    shards_reported: int
+    shards: int
+    live_keys: int
+    closed_keys: int

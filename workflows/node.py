@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         PatchSignal,
         RegistrationCheck,
         ResultsBatch,
+        aggregate_destinations,
         node_workflow_id,
         partition_name,
     )
@@ -137,6 +138,7 @@ class TimelineNodeWorkflow:
         node = plan.nodes[inp.node_id]
         self.node = node
         self.parents = [node_workflow_id(inp.spec, p, inp.shard) for p in plan.parents(node.id)]
+        self.is_root = node.id == plan.root
         if node.is_leaf:
             self.step = LeafStep(node)
             if inp.leaf_state is not None:
@@ -146,7 +148,9 @@ class TimelineNodeWorkflow:
             if inp.derived_state is not None:
                 self.step.restore(inp.derived_state)
         idle_timer = asyncio.create_task(self._idle_clock())
-        destinations = self.parents or [PUBLISH]
+        # An aggregated timeline's root and group-by leaf also feed their shard's partial aggregate.
+        destinations = (self.parents or ([PUBLISH] if self.is_root else [])) + aggregate_destinations(
+            inp.spec, node.id, inp.shard)
         self.outbox = {d: _Outbox() for d in destinations}
         senders = [asyncio.create_task(self._sender(d)) for d in destinations]
         try:
@@ -331,8 +335,8 @@ class TimelineNodeWorkflow:
         idle = [k for k, seen in inp.last_seen.items() if now - seen >= inp.spec.idle_timeout_s]
         if not idle:
             return
-        closed = {k: self.step.timeline(k) for k in idle} if not self.parents else {}
-        if not self.parents:  # the root emits the final timelines
+        closed = {k: self.step.timeline(k) for k in idle} if self.is_root else {}
+        if self.is_root:  # the root emits the final timelines
             self._send([], {}, closed)
         self.step.release(idle)
         for k in idle:

@@ -17,6 +17,7 @@ from timeline.models import TASK_QUEUE
 from timeline.runtime.control import connect
 from timeline.runtime.pulsar import open_client
 from timeline.store import open_store
+from timeline.workflows.aggregate import AggregateWorkflow, PartialAggregateWorkflow
 from timeline.workflows.node import TimelineNodeWorkflow
 
 log = logging.getLogger("timeline.worker")
@@ -40,8 +41,10 @@ async def run_worker(temporal: str, store_url: str, pulsar_url: str | None, task
     activities = ResultActivities(store, pulsar_client)
     stop = stop or asyncio.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        worker = Worker(client, task_queue=task_queue, workflows=[TimelineNodeWorkflow],
-                        activities=[activities.publish_results, activities.registration_is_current], activity_executor=pool,
+        worker = Worker(client, task_queue=task_queue,
+                        workflows=[TimelineNodeWorkflow, PartialAggregateWorkflow, AggregateWorkflow],
+                        activities=[activities.publish_results, activities.registration_is_current],
+                        activity_executor=pool,
                         workflow_runner=workflow_runner())
         async with worker:
             log.info("worker polling task queue %r on %s", task_queue, temporal)

@@ -10,7 +10,7 @@ import copy
 import json
 from pathlib import Path
 
-from test_liftwing_timelines import LIFECYCLE, T0, edit, evaluate, prediction
+from test_liftwing_timelines import LIFECYCLE, edit, evaluate, prediction
 
 from timeline.catalog import CATALOG, PAGE_CHANGE, REVISION_KEY
 from timeline.dsl.events import parse_time

@@ -132,7 +132,7 @@ def test_recovery_after_kill_9_restart_and_pid_checks(tmp_path):
                                    cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    start_new_session=True)
         status = timeline("status", "--home", home)
-        assert f"worker (by hand)" in status.stdout and str(by_hand.pid) in status.stdout, status.stdout
+        assert "worker (by hand)" in status.stdout and str(by_hand.pid) in status.stdout, status.stdout
 
         # A recorded PID that now belongs to another program: the api's entry points at a
         # bystander (same PID, different start time and command line). Nobody signals it.

@@ -34,13 +34,14 @@ from fastapi import FastAPI, Query, Response
 from timeline.dsl.incremental import KeyTimeline
 from timeline.models import node_workflow_id, shard_of
 from timeline.runtime.control import ServiceUnavailable
-from timeline.runtime.registry import build_spec, register_spec, remove_spec
+from timeline.runtime.registry import build_spec, register_spec, remove_spec, start_option
 from timeline.runtime.settings import Endpoints, endpoints
 from timeline.store import TimelineExists, open_store
 
 log = logging.getLogger("timeline.api")
 
 
+from timeline.api.aggregate import router as aggregate_router
 from timeline.api.errors import ApiError, _install_error_handlers, _responses
 from timeline.api.limits import RequestBodyLimit
 from timeline.api.intake import router as intake_router
@@ -110,6 +111,7 @@ def create_app(endpoints: Endpoints) -> FastAPI:
     install_operations(app)        # /health, /ready, /metrics and request metrics
     install_ui(app)                # /ui (the explain page), /docs, /redoc
     app.include_router(intake_router)  # POST /v1/events (EventGate-compatible)
+    app.include_router(aggregate_router)
 
     @app.get("/timelines", response_model=TimelineListOut, summary="List registered timelines")
     async def list_timelines() -> TimelineListOut:
@@ -127,7 +129,8 @@ def create_app(endpoints: Endpoints) -> FastAPI:
                                 "[{topic, key_path, time_path}, ...]")
         spec, plan = build_spec(body.name, body.expression, body.source_topic, body.key_path, body.time_path,
                                 body.shards, body.idle_timeout_s,
-                                sources=[(s.topic, s.key_path, s.time_path) for s in body.sources or []])
+                                sources=[(s.topic, s.key_path, s.time_path) for s in body.sources or []],
+                                start_from=start_option(body.start_from))
         client = await services.temporal()  # before saving: no registration without its workflows
         try:
             created, tree, spec = await register_spec(client, services.store, spec)

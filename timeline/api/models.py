@@ -49,6 +49,9 @@ class RegisterIn(BaseModel):
                                                              "time paths (instead of source_topic/key_path/time_path)")
     shards: int = Field(4, description="key shards (1-1024): one workflow per plan node per shard")
     idle_timeout_s: float = Field(1800.0, description="close a key after this many seconds without events")
+    start_from: str | None = Field(None, description="where the timeline starts reading: live (the default: "
+                                                     "from where the shared feeder is), earliest (replay what the "
+                                                     "topic retains, then live), or a time (epoch ms or ISO-8601)")
 
 
 class PlanNodeOut(BaseModel):

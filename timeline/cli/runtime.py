@@ -27,6 +27,7 @@ from timeline.runtime.registry import (
     duration_option_s,
     register_spec,
     remove_spec,
+    start_option,
 )
 from timeline.runtime.settings import Endpoints, add_endpoint_options, endpoints
 from timeline.store import open_store
@@ -82,6 +83,7 @@ def worker_command(args: argparse.Namespace) -> int:
 # --- feeder -------------------------------------------------------------------------------
 
 def feeder_command(args: argparse.Namespace) -> int:
+    from timeline.feeder.backfill import BackfillSupervisor
     from timeline.feeder.feeder import Feeder, FeederSettings
     from timeline.runtime.pulsar import open_client
 
@@ -100,8 +102,10 @@ def feeder_command(args: argparse.Namespace) -> int:
         pulsar = open_client(ep.pulsar, timeout_s=15)
         store = open_store(ep.store)
         feeder = Feeder(client, pulsar, store, settings)
+        # Timelines registered with --from read with subscriptions of their own, in this process too.
+        backfills = BackfillSupervisor(client, pulsar, store, settings)
         try:
-            await feeder.run(stop)
+            await asyncio.gather(feeder.run(stop), backfills.run(stop))
         finally:
             pulsar.close()
             store.close()
@@ -153,7 +157,8 @@ def register_command(args: argparse.Namespace) -> int:
                 raise UsageError(f"register-workflow needs --{option} (or --source TOPIC KEY TIME, repeatable)")
         sources.insert(0, (args.topic, args.key, args.time, args.schema))
     spec, plan = build_spec(args.name, read_expression(args.expr), sources=sources, shards=args.shards,
-                            idle_timeout_s=duration_option_s(args.idle_timeout, "--idle-timeout"))
+                            idle_timeout_s=duration_option_s(args.idle_timeout, "--idle-timeout"),
+                            start_from=start_option(args.start_from))
     if args.dry_run:
         return asyncio.run(_dry_run(ep, spec, plan, args))
     return asyncio.run(_register(ep, spec, plan, args.continue_as_new_after))
@@ -170,7 +175,7 @@ def _register_builtin(ep: Endpoints, args: argparse.Namespace) -> int:
                for topic, key, time_, schema in definition.sources]
     spec, plan = build_spec(args.name or definition.name, definition.expression, sources=sources,
                             shards=args.shards if args.shards_given else definition.shards,
-                            idle_timeout_s=definition.idle_timeout_s)
+                            idle_timeout_s=definition.idle_timeout_s, start_from=start_option(args.start_from))
     if args.dry_run:
         return asyncio.run(_dry_run(ep, spec, plan, args))
     return asyncio.run(_register(ep, spec, plan, args.continue_as_new_after))
@@ -375,6 +380,11 @@ def add_register_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--shards", type=int, help="key shards (default 4)")
     r.add_argument("--idle-timeout", default="30m", help="close a key after this long without events "
                                                          "(default 30m)")
+    r.add_argument("--from", dest="start_from", metavar="earliest|TIME", default=None,
+                   help="where the timeline starts reading its topics: `live` (the default: from where the "
+                        "shared feeder is, so events produced before registering are not seen), `earliest` "
+                        "(replay all the topic retains, then go on live) or a TIME (epoch ms or ISO-8601: "
+                        "messages published from then on)")
     r.add_argument("--dry-run", action="store_true",
                    help="send one sample event through a throw-away copy of the tree, print the result, clean up")
     r.add_argument("--sample-event", metavar="JSON", help="the event for --dry-run (default: made from EXPR)")

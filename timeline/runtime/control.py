@@ -20,12 +20,18 @@ from timeline.dsl.compiler import Plan
 from timeline.dsl.errors import TimelineError
 from timeline.models import (
     TASK_QUEUE,
+    AggregateAnswer,
+    AggregateInput,
+    AggregateQuery,
     EventBatchSignal,
     KeyAnswer,
     NodeInput,
     NodeStatus,
+    PartialAggregateInput,
     TimelineSpec,
+    aggregate_workflow_id,
     node_workflow_id,
+    partial_aggregate_workflow_id,
     shard_of,
 )
 from timeline.runtime.settings import Endpoints
@@ -36,6 +42,10 @@ NODE_WORKFLOW = "TimelineNode"
 EVENTS_SIGNAL = "events"
 TIMELINE_QUERY = "timeline"
 STATUS_QUERY = "status"
+# The aggregate workflows' names (workflows/aggregate.py).
+AGGREGATE_WORKFLOW = "TimelineAggregate"
+PARTIAL_AGGREGATE_WORKFLOW = "TimelineAggregatePartial"
+GROUPS_QUERY = "groups"
 
 
 class ServiceUnavailable(TimelineError):
@@ -94,6 +104,8 @@ async def start_tree(client: Client, spec: TimelineSpec, continue_as_new_after: 
             id=node.workflow_id, task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
 
+    if spec.aggregated:  # before the nodes that feed them
+        await start_aggregates(client, spec, task_queue)
     # Parents first, so a child's first signal always finds its parent.
     for depth_nodes in _by_depth_from_root(tree, spec):
         await asyncio.gather(*(start(n) for n in depth_nodes))
@@ -104,7 +116,7 @@ def _by_depth_from_root(tree: list[WorkflowNode], spec: TimelineSpec) -> list[li
     depth = spec.plan.depths()
     levels: dict[int, list[WorkflowNode]] = {}
     for n in tree:
-        levels.setdefault(depth[n.node_id], []).append(n)
+        levels.setdefault(depth.get(n.node_id, 0), []).append(n)  # the group-by leaf has no parent node
     return [levels[d] for d in sorted(levels)]
 
 
@@ -138,8 +150,8 @@ async def node_status(client: Client, spec: TimelineSpec, node_id: str, shard: i
 async def stop_tree(client: Client, spec: TimelineSpec) -> int:
     """Terminate every node workflow of a timeline; returns how many were running."""
     stopped = 0
-    for node in workflow_tree(spec):
-        handle = client.get_workflow_handle(node.workflow_id)
+    for workflow_id in [n.workflow_id for n in workflow_tree(spec)] + aggregate_workflow_ids(spec):
+        handle = client.get_workflow_handle(workflow_id)
         try:
             desc = await handle.describe()
             if desc.status == WorkflowExecutionStatus.RUNNING:
@@ -148,3 +160,31 @@ async def stop_tree(client: Client, spec: TimelineSpec) -> int:
         except RPCError:
             pass  # never started, or already gone
     return stopped
+
+
+# --- live aggregates (workflows/aggregate.py) ---------------------------------------------------------
+
+
+def aggregate_workflow_ids(spec: TimelineSpec) -> list[str]:
+    """The combining aggregate workflow and each shard's partial (none without an aggregation)."""
+    if not spec.aggregated:
+        return []
+    return [aggregate_workflow_id(spec)] + [partial_aggregate_workflow_id(spec, s)
+                                                 for s in range(spec.shards)]
+
+
+async def start_aggregates(client: Client, spec: TimelineSpec, task_queue: str = TASK_QUEUE) -> None:
+    """Start the combiner, then every shard's partial (running ones are kept)."""
+    await client.start_workflow(AGGREGATE_WORKFLOW, AggregateInput(spec=spec), id=aggregate_workflow_id(spec),
+                                task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+    await asyncio.gather(*(
+        client.start_workflow(PARTIAL_AGGREGATE_WORKFLOW, PartialAggregateInput(spec=spec, shard=shard),
+                              id=partial_aggregate_workflow_id(spec, shard), task_queue=task_queue,
+                              id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+        for shard in range(spec.shards)))
+
+
+async def query_aggregate(client: Client, spec: TimelineSpec, query: AggregateQuery) -> AggregateAnswer:
+    """The groups at the times asked for, from the combined aggregate (every shard's partial, merged)."""
+    handle = client.get_workflow_handle(aggregate_workflow_id(spec))
+    return await handle.query(GROUPS_QUERY, query, result_type=AggregateAnswer)

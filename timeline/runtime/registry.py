@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from timeline.dsl.compiler import Plan, plan_for
 from timeline.dsl.errors import UsageError
-from timeline.dsl.events import split_key_paths, split_path
+from timeline.dsl.errors import EventError
+from timeline.dsl.events import parse_time, split_key_paths, split_path
 from timeline.dsl.parser import parse_duration_ms
 from timeline.models import TimelineSpec, new_generation
 from timeline.runtime.control import start_tree, stop_tree
@@ -22,6 +23,19 @@ def duration_option_s(text: str, option: str) -> float:
         raise UsageError(f"{option}: {exc}") from None
 
 
+def start_option(text: str | None) -> str | int | None:
+    """`--from` (or the API's `start_from`): None for live (the default), "earliest", or a time in epoch ms."""
+    if text is None or text == "live":
+        return None
+    if text == "earliest":
+        return "earliest"
+    try:
+        return parse_time(text, "--from")
+    except EventError:
+        raise UsageError(f"--from {text!r}: give live (the default), earliest, or a time (epoch ms or "
+                         "ISO-8601, e.g. 2025-02-07T13:29:00Z)") from None
+
+
 def pydantic_message(exc: ValueError) -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):
@@ -31,7 +45,8 @@ def pydantic_message(exc: ValueError) -> str:
 
 def build_spec(name: str, expression: str, topic: str | None = None, key: str | None = None,
                time: str | None = None, shards: int = 4, idle_timeout_s: float = 1800.0,
-               sources: list[tuple] | None = None, schema: str | None = None) -> tuple[TimelineSpec, Plan]:
+               sources: list[tuple] | None = None, schema: str | None = None,
+               start_from: str | int | None = None) -> tuple[TimelineSpec, Plan]:
     """Check and build a registration as `register` does: key and time paths, then the expression
     (a DslError before anything is registered), then the fields (a UsageError saying which one).
     One source (topic, key, time), or several (`sources`)."""
@@ -43,6 +58,7 @@ def build_spec(name: str, expression: str, topic: str | None = None, key: str | 
     plan = plan_for(expression)  # spec.plan reads the same compiled plan
     try:
         spec = TimelineSpec(name=name, expression=expression, shards=shards, idle_timeout_s=idle_timeout_s,
+                            start_from=start_from,
                             sources=[{"topic": tp, "key_path": k, "time_path": t, "schema_title": sc}
                                      for tp, k, t, sc in sources])
     except ValueError as exc:
