@@ -444,10 +444,11 @@ class Feeder:
                 done = await self.process(messages)
             except Stopping:
                 raise
-            except Exception:  # noqa: BLE001 - counted per message: past the limit, dead-lettered
-                log.exception("a batch of %d messages failed; trying it again", len(messages))
-                for msg in messages:
-                    self._failures[_message_id(msg)] += 1
+            except Exception:  # noqa: BLE001 - found out below: one message's fault, or the servers'
+                log.exception("a batch of %d messages failed; trying them one by one", len(messages))
+                messages = await self._one_by_one(messages)
+                if not messages:
+                    return True
                 await self._sleep(1.0)
                 if stop.is_set():
                     return False
@@ -464,6 +465,24 @@ class Feeder:
             if stop.is_set():
                 return False
             await self._sleep(self.settings.refresh_s)
+
+    async def _one_by_one(self, messages: list) -> list:
+        """Process each message alone; the ones that still fail. A failure counts against a
+        message (MAX_DELIVERIES, then dead-lettered) only when others went through: when
+        all fail, a server is away, and waiting is the answer, not dead-lettering."""
+        failed = []
+        for msg in messages:
+            try:
+                if not await self.process([msg]):
+                    failed.append(msg)
+            except Stopping:
+                raise
+            except Exception:  # noqa: BLE001 - counted below
+                failed.append(msg)
+        if len(failed) < len(messages):
+            for msg in failed:
+                self._failures[_message_id(msg)] += 1
+        return failed
 
     def _receive(self, consumer, batches: queue.Queue, stop: asyncio.Event, idle: threading.Event) -> None:
         """Keep receiving (prefetched) into batches: a batch leaves when it is full, when it has
@@ -482,10 +501,12 @@ class Feeder:
                 got = True
             except pulsar.Timeout:
                 got = False
-            except Exception:  # the client is closing
+            except Exception as exc:  # the client is closing, or the broker away: it reconnects
                 if stop.is_set():
                     break
-                raise
+                log.warning("receiving from %s failed (%s); retrying", self.settings.topic, exc)
+                time.sleep(1.0)
+                got = False
             if pending and (len(pending) >= self.settings.batch_size or time.monotonic() >= deadline
                             or (not got and idle.is_set())):
                 while not stop.is_set():
