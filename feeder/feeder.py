@@ -8,9 +8,9 @@ and for each timeline registered on the topic routes the event to its shard.
 A message that cannot be applied goes to the dead-letter topic with its
 reason (see `Feeder.process`), and the stream goes on. Then one signal per
 leaf per shard carries the shard's events (signal-with-start), split so that
-no signal passes MAX_SIGNAL_BYTES. Two batches are in flight at once (the next
-is routed while the one before is signalled; each shard's signals keep their
-order). Only after Temporal has accepted every signal of a batch are its
+no signal passes MAX_SIGNAL_BYTES. With `pipeline` 2, two batches are in
+flight at once (the next is routed while the one before is signalled; each
+shard's signals keep their order). Only after Temporal has accepted every signal of a batch are its
 messages acknowledged. Leaves apply each message
 position once (per topic partition), so whatever Pulsar redelivers changes
 nothing; the feeder also skips messages it has already handled in this
@@ -74,8 +74,11 @@ class FeederSettings:
     # Prefetch: the receiver thread keeps receiving while batches are signalled, and
     # acknowledges each batch as soon as Temporal accepted it.
     receiver_queue: int = 1000
-    # Batches in flight at once: the next is routed while the one before is being signalled.
-    pipeline: int = 2
+    # Batches in flight at once (`--pipeline`): with 2, the next is routed while the one before
+    # is signalled. 1 by default: end to end it gained nothing measurable here, and a leaf then
+    # takes up to two batches per workflow task, which on an overloaded machine passed the
+    # worker's 2 s deadlock detection.
+    pipeline: int = 1
     continue_as_new_after: int | None = None
     max_deliveries: int = MAX_DELIVERIES
 
