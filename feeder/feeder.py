@@ -558,12 +558,16 @@ class Feeder:
 
     def _receive(self, consumer, batches: queue.Queue, stop: asyncio.Event, idle: threading.Event) -> None:
         """Keep receiving (prefetched) into batches: a batch leaves when it is full, when it has
-        waited `linger`, or at once when the feeder is idle and nothing more is at hand."""
+        waited `linger`, or at once when the feeder is idle and nothing more is at hand, if
+        the batch before left at least `linger / 4` ago (the feeder being idle does not mean
+        the workers are: a trickle of one-event batches would cost them a workflow task each)."""
         import pulsar
 
         pending: list = []
         deadline = None
         linger = self.settings.linger_ms / 1000
+        min_gap = linger / 4
+        last_left = 0.0
         while not stop.is_set():
             wait_ms = 100 if not pending else 2
             try:
@@ -579,15 +583,16 @@ class Feeder:
                 log.warning("receiving from %s failed (%s); retrying", self.settings.topic, exc)
                 time.sleep(1.0)
                 got = False
-            if pending and (len(pending) >= self.settings.batch_size or time.monotonic() >= deadline
-                            or (not got and idle.is_set())):
+            now = time.monotonic()
+            if pending and (len(pending) >= self.settings.batch_size or now >= deadline
+                            or (not got and idle.is_set() and now - last_left >= min_gap)):
                 while not stop.is_set():
                     try:
                         batches.put(pending, timeout=0.2)
                         break
                     except queue.Full:
                         continue
-                pending, deadline = [], None
+                pending, deadline, last_left = [], None, time.monotonic()
         try:
             batches.put_nowait(None)
         except queue.Full:
