@@ -8,8 +8,10 @@ and for each timeline registered on the topic routes the event to its shard.
 A message that cannot be applied goes to the dead-letter topic with its
 reason (see `Feeder.process`), and the stream goes on. Then one signal per
 leaf per shard carries the shard's events (signal-with-start), split so that
-no signal passes MAX_SIGNAL_BYTES. Only after Temporal has accepted every
-signal of the batch are its messages acknowledged. Leaves apply each message
+no signal passes MAX_SIGNAL_BYTES. With `pipeline` 2, two batches are in
+flight at once (the next is routed while the one before is signalled; each
+shard's signals keep their order). Only after Temporal has accepted every signal of a batch are its
+messages acknowledged. Leaves apply each message
 position once (per topic partition), so whatever Pulsar redelivers changes
 nothing; the feeder also skips messages it has already handled in this
 process, to save the work.
@@ -73,6 +75,11 @@ class FeederSettings:
     # Prefetch: the receiver thread keeps receiving while batches are signalled, and
     # acknowledges each batch as soon as Temporal accepted it.
     receiver_queue: int = 1000
+    # Batches in flight at once (`--pipeline`): with 2, the next is routed while the one before
+    # is signalled. 1 by default: end to end it gained nothing measurable here, and a leaf then
+    # takes up to two batches per workflow task, which on an overloaded machine passed the
+    # worker's 2 s deadlock detection.
+    pipeline: int = 1
     continue_as_new_after: int | None = None
     max_deliveries: int = MAX_DELIVERIES
 
@@ -154,6 +161,16 @@ def _rejected_by_temporal(exc: BaseException) -> bool:
     return "size" in text and "limit" in text
 
 
+@dataclass
+class _Routed:
+    """A batch routed: its message ids, and the signals to send per (timeline, shard)."""
+
+    ids: list
+    sends: list[tuple[_Route, int, _ShardBuffer]]
+    started: float = 0.0      # when routing began (monotonic), for the batch-time metric
+    published_ms: int = 0     # the latest publish time among its messages, for the lag metric
+
+
 class Feeder:
     def __init__(self, temporal_client, pulsar_client, store: ResultsStore, settings: FeederSettings):
         self.temporal = temporal_client
@@ -171,6 +188,7 @@ class Feeder:
         self._handled: collections.OrderedDict = collections.OrderedDict()
         self._failures: collections.Counter = collections.Counter()  # message id -> failed attempts here
         self.metrics = FeederMetrics(settings.topic, log)
+        self._tails: dict[tuple, asyncio.Future] = {}  # (timeline, generation, shard) -> its last send
 
     # --- registrations -------------------------------------------------------------
     def refresh_routes(self, force: bool = False) -> list[_Route]:
@@ -201,7 +219,17 @@ class Feeder:
     # --- one batch of messages -------------------------------------------------------
     async def process(self, messages: list) -> bool:
         """Route and signal a batch; False when no timeline reads this topic yet (nothing
-        was done: the caller keeps the messages, unacknowledged, and tries again).
+        was done: the caller keeps the messages, unacknowledged, and tries again)."""
+        routed = self.route(messages)
+        if routed is None:
+            return False
+        await self._schedule(routed)
+        self._done(routed)
+        return True
+
+    def route(self, messages: list) -> "_Routed | None":
+        """Check, decode and route a batch to shard buffers (dead-lettering what cannot be
+        applied); None when no timeline reads this topic yet.
 
         Dead-lettered, with the reason, instead of routed: a message over MAX_EVENT_BYTES;
         not JSON, or nested past MAX_EVENT_DEPTH, or with an integer outside int64 or a
@@ -214,8 +242,8 @@ class Feeder:
         if not routes:  # a timeline registered since the last look must not be missed
             routes = self.refresh_routes(force=True)
         if not routes:
-            return False
-        self.metrics.batch_started(messages)
+            return None
+        started = self.metrics.batch_started(messages)
         buffers: dict[tuple[str, int], _ShardBuffer] = {}
         dead: list[tuple[Any, str, str | None]] = []
         handled = self._handled
@@ -237,15 +265,33 @@ class Feeder:
         if dead:
             self._dead_letter(dead)
         by_name = {r.spec.name: r for r in routes}
-        sends = [self._send_all(by_name[name], shard, buf) for (name, shard), buf in buffers.items()]
-        await asyncio.gather(*sends)
-        for mid in in_batch:
+        return _Routed(ids=list(in_batch), sends=[(by_name[name], shard, buf) for (name, shard), buf in buffers.items()],
+                       started=started, published_ms=max((m.publish_timestamp() for m in messages), default=0))
+
+    def _done(self, routed: "_Routed") -> None:
+        handled = self._handled
+        for mid in routed.ids:
             handled[mid] = None
         while len(handled) > HANDLED_MEMORY:
             handled.popitem(last=False)
-        self.metrics.batch_signalled(messages, buffers, by_name)
+        self.metrics.batch_signalled(routed.started, routed.published_ms, routed.sends)
         self.stats.batches += 1
-        return True
+
+    def _schedule(self, routed: "_Routed") -> asyncio.Future:
+        """Start sending a routed batch; each (timeline, shard)'s signals go after those of the
+        batch before (a leaf sees its events in arrival order), the shards independently."""
+        tasks = []
+        for route, shard, buf in routed.sends:
+            key = (route.spec.name, route.spec.generation, shard)
+            task = asyncio.ensure_future(self._send_after(self._tails.get(key), route, shard, buf))
+            self._tails[key] = task
+            tasks.append(task)
+        return asyncio.gather(*tasks)
+
+    async def _send_after(self, before: asyncio.Future | None, route: _Route, shard: int, buf: _ShardBuffer) -> None:
+        if before is not None:
+            await before  # a stop (Stopping) there stops this one too: nothing acknowledged
+        await self._send_all(route, shard, buf)
 
     def _route(self, msg, mid, routes: list[_Route], buffers: dict, dead: list) -> str | None:
         """Route one message to the shard buffers; the reason it cannot be, if so."""
@@ -414,39 +460,68 @@ class Feeder:
             return
         self.refresh_routes(force=True)
         batches: queue.Queue = queue.Queue(maxsize=2)  # back-pressure on the receiver
-        idle = threading.Event()  # set while the loop below waits for a batch: send at once
+        idle = threading.Event()  # set while nothing is in flight and the loop waits: send at once
         receiver = threading.Thread(target=self._receive, args=(consumer, batches, stop, idle), daemon=True)
         receiver.start()
         loop = asyncio.get_running_loop()
+        in_flight: collections.deque = collections.deque()  # (sending, messages, routed), oldest first
         try:
             while not stop.is_set():
                 try:
                     messages = batches.get_nowait()
                 except queue.Empty:
-                    idle.set()
+                    if not in_flight:
+                        idle.set()
                     try:
-                        messages = await loop.run_in_executor(None, batches.get, True, 0.2)
+                        messages = await loop.run_in_executor(None, batches.get, True, 0.05 if in_flight else 0.2)
                     except queue.Empty:
+                        await self._acknowledge(in_flight, consumer, keep=len(in_flight), only_done=True)
                         continue
                     finally:
                         idle.clear()
                 if messages is None:
                     break
+                await self._acknowledge(in_flight, consumer, keep=max(0, self.settings.pipeline - 1))
                 try:
+                    routed = self.route(messages)
+                except Exception:  # noqa: BLE001 - the careful path below finds out why
+                    log.exception("routing a batch of %d messages failed", len(messages))
+                    routed = None
+                if routed is None:  # no timeline yet, or a failure: alone, step by step
+                    await self._acknowledge(in_flight, consumer, keep=0)
                     if not await self._process_or_wait(messages, stop):
                         return
-                except Stopping:
-                    return
-                # Individual acks: pulsar-lite ignores cumulative ones (dispatch then
-                # stalls at its unacked limit); the client sends them in bulk anyway.
-                for msg in messages:
-                    consumer.acknowledge(msg)
+                    self._ack(consumer, messages)
+                    continue
+                in_flight.append((self._schedule(routed), messages, routed))
+            await self._acknowledge(in_flight, consumer, keep=0)
+        except Stopping:
+            pass  # what was in flight stays unacknowledged: the next feeder sends it again
         finally:
             stop.set()
+            for sending, _, _ in in_flight:
+                sending.cancel()
             receiver.join(timeout=5)
             consumer.close()
             if self._dlq is not None:
                 self._dlq.close()
+
+    async def _acknowledge(self, in_flight: collections.deque, consumer, keep: int, only_done: bool = False) -> None:
+        """Wait for the oldest batches in flight until `keep` are left (or, `only_done`, take
+        those already sent), and acknowledge their messages."""
+        while in_flight and (len(in_flight) > keep or (only_done and in_flight[0][0].done())):
+            sending, messages, routed = in_flight[0]
+            await sending  # Stopping: the run ends, this batch unacknowledged
+            in_flight.popleft()
+            self._done(routed)
+            self._ack(consumer, messages)
+
+    @staticmethod
+    def _ack(consumer, messages: list) -> None:
+        # Individual acks: pulsar-lite ignores cumulative ones (dispatch then
+        # stalls at its unacked limit); the client sends them in bulk anyway.
+        for msg in messages:
+            consumer.acknowledge(msg)
 
     async def _process_or_wait(self, messages: list, stop: asyncio.Event) -> bool:
         """Process a batch, holding it while no timeline reads the topic; False on stop."""
@@ -455,10 +530,11 @@ class Feeder:
                 done = await self.process(messages)
             except Stopping:
                 raise
-            except Exception:  # noqa: BLE001 - counted per message: past the limit, dead-lettered
-                log.exception("a batch of %d messages failed; trying it again", len(messages))
-                for msg in messages:
-                    self._failures[_message_id(msg)] += 1
+            except Exception:  # noqa: BLE001 - found out below: one message's fault, or the servers'
+                log.exception("a batch of %d messages failed; trying them one by one", len(messages))
+                messages = await self._one_by_one(messages)
+                if not messages:
+                    return True
                 await self._sleep(1.0)
                 if stop.is_set():
                     return False
@@ -476,14 +552,36 @@ class Feeder:
                 return False
             await self._sleep(self.settings.refresh_s)
 
+    async def _one_by_one(self, messages: list) -> list:
+        """Process each message alone; the ones that still fail. A failure counts against a
+        message (MAX_DELIVERIES, then dead-lettered) only when others went through: when
+        all fail, a server is away, and waiting is the answer, not dead-lettering."""
+        failed = []
+        for msg in messages:
+            try:
+                if not await self.process([msg]):
+                    failed.append(msg)
+            except Stopping:
+                raise
+            except Exception:  # noqa: BLE001 - counted below
+                failed.append(msg)
+        if len(failed) < len(messages):
+            for msg in failed:
+                self._failures[_message_id(msg)] += 1
+        return failed
+
     def _receive(self, consumer, batches: queue.Queue, stop: asyncio.Event, idle: threading.Event) -> None:
         """Keep receiving (prefetched) into batches: a batch leaves when it is full, when it has
-        waited `linger`, or at once when the feeder is idle and nothing more is at hand."""
+        waited `linger`, or at once when the feeder is idle and nothing more is at hand, if
+        the batch before left at least `linger / 4` ago (the feeder being idle does not mean
+        the workers are: a trickle of one-event batches would cost them a workflow task each)."""
         import pulsar
 
         pending: list = []
         deadline = None
         linger = self.settings.linger_ms / 1000
+        min_gap = linger / 4
+        last_left = 0.0
         while not stop.is_set():
             wait_ms = 100 if not pending else 2
             try:
@@ -493,19 +591,22 @@ class Feeder:
                 got = True
             except pulsar.Timeout:
                 got = False
-            except Exception:  # the client is closing
+            except Exception as exc:  # the client is closing, or the broker away: it reconnects
                 if stop.is_set():
                     break
-                raise
-            if pending and (len(pending) >= self.settings.batch_size or time.monotonic() >= deadline
-                            or (not got and idle.is_set())):
+                log.warning("receiving from %s failed (%s); retrying", self.settings.topic, exc)
+                time.sleep(1.0)
+                got = False
+            now = time.monotonic()
+            if pending and (len(pending) >= self.settings.batch_size or now >= deadline
+                            or (not got and idle.is_set() and now - last_left >= min_gap)):
                 while not stop.is_set():
                     try:
                         batches.put(pending, timeout=0.2)
                         break
                     except queue.Full:
                         continue
-                pending, deadline = [], None
+                pending, deadline, last_left = [], None, time.monotonic()
         try:
             batches.put_nowait(None)
         except queue.Full:

@@ -52,19 +52,20 @@ class FeederMetrics:
         self.dead_log = RateLimitedLog(logger, DEAD_LETTER_LOG_INTERVAL_S)
         self._started = 0.0
 
-    def batch_started(self, messages: list) -> None:
-        self._started = time.monotonic()
+    def batch_started(self, messages: list) -> float:
+        """Count a batch's messages; returns when it started (for `batch_signalled`)."""
         MESSAGES.labels(self.topic).inc(len(messages))
         BATCH_MESSAGES.labels(self.topic).observe(len(messages))
+        return time.monotonic()
 
-    def batch_signalled(self, messages: list, buffers: dict, routes: dict) -> None:
-        """After Temporal accepted the batch's signals. `buffers`: (timeline, shard) -> its events
-        (`.keys`); `routes`: timeline -> its route (`.plan.leaves`), as the feeder holds them."""
-        BATCH_SECONDS.labels(self.topic).observe(time.monotonic() - self._started)
-        for (name, _shard), buf in buffers.items():
-            EVENTS.labels(self.topic, name).inc(len(buf.keys))
-            SIGNALS.labels(self.topic, name).inc(len(routes[name].plan.leaves))
-        published = max((m.publish_timestamp() for m in messages), default=0)
+    def batch_signalled(self, started: float, published: int, sends: list) -> None:
+        """After Temporal accepted a batch's signals (batches are pipelined: each carries its own
+        start). `sends`: (route, shard, buffer) per (timeline, shard), as the feeder holds them;
+        `published`: the latest publish time (epoch ms) among the batch's messages."""
+        BATCH_SECONDS.labels(self.topic).observe(time.monotonic() - started)
+        for route, _shard, buf in sends:
+            EVENTS.labels(self.topic, route.spec.name).inc(len(buf.keys))
+            SIGNALS.labels(self.topic, route.spec.name).inc(len(route.plan.leaves))
         if published > 0:
             LAG_SECONDS.labels(self.topic).set(max(0.0, time.time() - published / 1000))
 

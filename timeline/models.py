@@ -251,7 +251,7 @@ class EventBatchSignal(BaseModel):
     A leaf applies each position once (AppliedPositions), so a message redelivered,
     within a signal or across signals, in any order, changes nothing.
     `generation` is the registration's the feeder routed it for: a leaf of another
-    generation drops the batch."""
+    generation drops the batch ("" : not said; the workflow id has it anyway)."""
 
     topic: str
     positions: list[tuple[int, int, int]]

@@ -254,7 +254,7 @@ class TimelineNodeWorkflow:
         paths = [".".join(p) for p in self.plan.columns()]
         first_time = self.applied.first_time
         for signal in self.pending_events:
-            if signal.generation != inp.spec.generation:
+            if signal.generation and signal.generation != inp.spec.generation:  # "": the sender did not say
                 inp.events_rejected += len(signal.positions)
                 workflow.logger.warning("timeline %s node %s: dropped a batch routed for generation %r (this is %r)",
                                         inp.spec.name, self.node.id, signal.generation, inp.spec.generation)

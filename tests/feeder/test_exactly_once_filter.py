@@ -89,3 +89,50 @@ def _one(size: int) -> _ShardBuffer:
     buf = _ShardBuffer([])
     buf.add("k", 0, -1, (0, 0, -1), [], None, size)
     return buf
+
+
+class _Message:
+    """What the feeder reads of a Pulsar message (the rule under test is the feeder's own)."""
+
+    def __init__(self, data: bytes, redeliveries: int = 0, entry: int = 0):
+        self._data, self._redeliveries, self._entry = data, redeliveries, entry
+
+    def data(self) -> bytes:
+        return self._data
+
+    def redelivery_count(self) -> int:
+        return self._redeliveries
+
+    def topic_name(self) -> str:
+        return "t"
+
+    def message_id(self):
+        entry = self._entry
+
+        class Id:
+            def partition(self): return -1
+            def ledger_id(self): return 1
+            def entry_id(self): return entry
+            def batch_index(self): return -1
+
+        return Id()
+
+
+class _Store:
+    def list(self):
+        from timeline.runtime.registry import build_spec
+
+        return [build_spec("t", 'has_existed(x == 1)', "t", "k", "ts", shards=2)[0]]
+
+
+def test_a_message_delivered_too_often_is_dead_lettered():
+    from timeline.feeder.feeder import FeederSettings, _message_id
+
+    feeder = Feeder(None, None, _Store(), FeederSettings(topic="t", max_deliveries=3))
+    routes = feeder.refresh_routes(force=True)
+    fine, tired = _Message(b'{"k": "a", "ts": 1, "x": 1}', 2), _Message(b'{"k": "a", "ts": 1, "x": 1}', 3, 1)
+    assert feeder._route(fine, _message_id(fine), routes, {}, []) is None
+    assert feeder._route(tired, _message_id(tired), routes, {}, []) == \
+        "delivered 3 times without success (limit 3)"
+    feeder._failures[_message_id(fine)] = 3  # failed three times here, alone, while others went through
+    assert feeder._route(fine, _message_id(fine), routes, {}, []) == "delivered 3 times without success (limit 3)"

@@ -91,7 +91,8 @@ def feeder_command(args: argparse.Namespace) -> int:
     ep = endpoints(args)
     settings = FeederSettings(topic=args.topic, subscription=args.subscription, batch_size=args.batch_size,
                               linger_ms=args.linger_ms, dead_letter_topic=args.dead_letter_topic,
-                              receiver_queue=args.receiver_queue, max_deliveries=args.max_deliveries)
+                              receiver_queue=args.receiver_queue, max_deliveries=args.max_deliveries,
+                              pipeline=args.pipeline)
 
     async def main():
         stop = asyncio.Event()
@@ -352,6 +353,8 @@ def add_feeder_options(f: argparse.ArgumentParser) -> None:
     f.add_argument("--dead-letter-topic", help="where bad messages go (default TOPIC-dead-letter)")
     f.add_argument("--receiver-queue", type=int, default=1000, metavar="N",
                    help="messages the Pulsar client prefetches (default 1000)")
+    f.add_argument("--pipeline", type=int, default=1, choices=(1, 2, 3, 4), metavar="N",
+                   help="batches in flight at once (default 1)")
     f.add_argument("--max-deliveries", type=int, default=MAX_DELIVERIES, metavar="N",
                    help=f"dead-letter a message delivered N times without success (default {MAX_DELIVERIES})")
     add_operate_options(f)

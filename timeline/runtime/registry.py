@@ -79,9 +79,11 @@ async def register_spec(client, store, spec: TimelineSpec,
 
 
 async def remove_spec(client, store, spec: TimelineSpec) -> int:
-    """Delete the registration and its results, then stop its workflows, as `register --remove`
-    does; returns how many workflows were running. In this order: a workflow the feeder
-    starts again meanwhile (signal-with-start, before it notices the removal) finds its
-    registration gone when it starts, and ends; one started before is stopped here."""
+    """Stop the timeline's workflows, delete the registration and its results, and stop
+    again, as `register --remove` does; returns how many workflows were running. A feeder
+    that has not noticed the removal may start a workflow again (signal-with-start): one
+    started before the deletion is stopped by the second pass; one started after finds its
+    registration gone when it starts, and ends."""
+    stopped = await stop_tree(client, spec)
     store.remove(spec.name)
-    return await stop_tree(client, spec)
+    return stopped + await stop_tree(client, spec)
