@@ -99,6 +99,14 @@ class KeyTimeline(BaseModel):
             values[0] = _num(values[0] + slopes[0] * (t - self.starts[i]))
         return KeyTimeline(starts=starts, values=values, slopes=slopes)
 
+    def then(self, later: "KeyTimeline") -> "KeyTimeline":
+        """This timeline up to where `later` starts, then `later` (a node's live part, which
+        starts at the key's frontier, after what was published before it)."""
+        if not later.starts:
+            return self
+        return self.with_patch(SpanPatch(key="", since=later.starts[0], starts=later.starts, values=later.values,
+                                         slopes=later.slopes))
+
     def with_patch(self, patch: "SpanPatch") -> "KeyTimeline":
         cut = bisect.bisect_left(self.starts, patch.since)
         starts = self.starts[:cut] + list(patch.starts)
@@ -260,7 +268,8 @@ class LateEvent(BaseModel):
 
     key: str
     time: int
-    frontier: int
+    frontier: int | None = None       # late: the key's watermark minus the lateness when it came
+    fields: dict[str, Any] = {}       # the fields the leaf reads
 
 
 class LeafSnapshot(BaseModel):
@@ -333,7 +342,8 @@ class LeafStep:
             # however the stream is cut into batches.
             if (self.lateness is not None and state is not None and state.watermark is not None
                     and t < state.watermark - self.lateness):
-                self.late.append(LateEvent(key=key, time=t, frontier=state.watermark - self.lateness))
+                self.late.append(LateEvent(key=key, time=t, frontier=state.watermark - self.lateness,
+                                           fields=self._fields(cols, i)))
                 self.late_events += 1
                 continue
             self.seq += 1
@@ -355,6 +365,9 @@ class LeafStep:
         for name, tl in zip(keys, full):
             self._compact(name, tl)
         return patches
+
+    def _fields(self, cols: list[list[Any]], i: int) -> dict[str, Any]:
+        return {".".join(p): c[i] for p, c in zip(self.paths, cols) if c[i] is not None}
 
     def take_late(self) -> list[LateEvent]:
         """The late events seen since the last call (for the side output)."""

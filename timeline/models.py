@@ -17,10 +17,17 @@ from pydantic import (
 )
 
 from timeline.dsl.compiler import Plan, plan_for
+from timeline.dsl.limits import (
+    DEFAULT_ALLOWED_LATENESS_S,
+    DEFAULT_MAX_STATE_BYTES,
+    MAX_ALLOWED_LATENESS_S,
+    MAX_STATE_BYTES,
+)
 from timeline.dsl.incremental import (
     DerivedSnapshot,
     EventBatch,
     KeyTimeline,
+    LateEvent,
     LeafSnapshot,
     SpanPatch,
 )
@@ -56,7 +63,18 @@ class TimelineSpec(BaseModel):
     sources: tuple[SourceSpec, ...] = Field(min_length=1)
     shards: int = Field(default=4, ge=1, le=1024)
     idle_timeout_s: float = Field(default=1800.0, gt=0)
+    # How far (event time) behind a key's latest event an event may still arrive
+    # and be applied; an older one is side-output as "late". It bounds what a node
+    # keeps per key (README: Bounded state and late events).
+    allowed_lateness_s: float = Field(default=DEFAULT_ALLOWED_LATENESS_S, ge=0, le=MAX_ALLOWED_LATENESS_S)
+    # The most state a node workflow of this timeline should carry (its continue-as-new
+    # input): past it the node reports "state_over_limit" (GET /timelines/NAME health).
+    max_state_bytes: int = Field(default=DEFAULT_MAX_STATE_BYTES, ge=16_384, le=MAX_STATE_BYTES)
     results_topic: str | None = None
+
+    @property
+    def allowed_lateness_ms(self) -> int:
+        return int(self.allowed_lateness_s * 1000)
 
     @property
     def plan(self) -> Plan:
@@ -180,6 +198,23 @@ class ResultsBatch(BaseModel):
     results_topic: str
 
 
+class LateBatch(BaseModel):
+    """Events a leaf did not apply, for the side output: `reason` is "late" (older than
+    the key's watermark minus the allowed lateness)."""
+
+    timeline: str
+    shard: int
+    node_id: str
+    reason: str
+    events: list[LateEvent]
+    topic: str
+
+
+def side_output_topic(spec: TimelineSpec) -> str:
+    """Where a timeline's late (and over-capacity) events go."""
+    return f"{spec.results_topic_name}-late"
+
+
 class NodeStatus(BaseModel):
     """A node workflow's answer to the `status` query."""
 
@@ -191,6 +226,9 @@ class NodeStatus(BaseModel):
     events_applied: int
     state_bytes: int
     run_batches: int
+    late_events: int = 0          # leaf: events side-output as late (older than the allowed lateness)
+    max_state_bytes: int = 0      # the registration's limit on state_bytes
+    health: str = "ok"            # "ok", or "state_over_limit" (more live keys than the shard holds)
 
 
 class KeyAnswer(BaseModel):

@@ -41,7 +41,7 @@ async def run_worker(temporal: str, store_url: str, pulsar_url: str | None, task
     stop = stop or asyncio.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         worker = Worker(client, task_queue=task_queue, workflows=[TimelineNodeWorkflow],
-                        activities=[activities.publish_results], activity_executor=pool,
+                        activities=[activities.publish_results, activities.publish_side_output], activity_executor=pool,
                         workflow_runner=workflow_runner())
         async with worker:
             log.info("worker polling task queue %r on %s", task_queue, temporal)

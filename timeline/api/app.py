@@ -117,7 +117,8 @@ def create_app(endpoints: Endpoints) -> FastAPI:
                                 "[{topic, key_path, time_path}, ...]")
         spec, plan = build_spec(body.name, body.expression, body.source_topic, body.key_path, body.time_path,
                                 body.shards, body.idle_timeout_s,
-                                sources=[(s.topic, s.key_path, s.time_path) for s in body.sources or []])
+                                sources=[(s.topic, s.key_path, s.time_path) for s in body.sources or []],
+                                allowed_lateness_s=body.allowed_lateness_s)
         client = await services.temporal()  # before saving: no registration without its workflows
         try:
             created, tree = await register_spec(client, services.store, spec)

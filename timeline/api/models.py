@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from timeline.dsl.limits import DEFAULT_ALLOWED_LATENESS_S
 from timeline.models import TimelineSpec
 
 # --- response models ------------------------------------------------------------------------
@@ -49,6 +50,9 @@ class RegisterIn(BaseModel):
                                                              "time paths (instead of source_topic/key_path/time_path)")
     shards: int = Field(4, description="key shards (1-1024): one workflow per plan node per shard")
     idle_timeout_s: float = Field(1800.0, description="close a key after this many seconds without events")
+    allowed_lateness_s: float = Field(DEFAULT_ALLOWED_LATENESS_S, description=(
+        "apply an event up to this many seconds (event time) behind its key's latest event; an older one is "
+        "side-output as late and counted"))
 
 
 class PlanNodeOut(BaseModel):
