@@ -181,6 +181,7 @@ class NodeInput(BaseModel):
     child_watermarks: dict[str, dict[str, int]] = {}  # derived: key -> child -> watermark
     seq: int = 0                                    # this node's batch counter
     events_applied: int = 0                         # leaf: events applied, over all runs (never twice)
+    largest_carried_bytes: int = 0                  # the largest continue-as-new input so far (bytes)
     watermarks: dict[str, int] = {}
     last_seen: dict[str, float] = {}                # key -> workflow time (s) of its last change
     continue_as_new_after: int | None = None        # batches per run (tests); None: when Temporal suggests
@@ -228,6 +229,7 @@ class NodeStatus(BaseModel):
     run_batches: int
     late_events: int = 0          # leaf: events side-output as late (older than the allowed lateness)
     max_state_bytes: int = 0      # the registration's limit on state_bytes
+    largest_carried_bytes: int = 0  # the largest state carried into continue-as-new so far
     health: str = "ok"            # "ok", or "state_over_limit" (more live keys than the shard holds)
 
 

@@ -130,6 +130,7 @@ class TimelineNodeWorkflow:
                           seq=self.input.seq, batches_applied=self.batches_applied,
                           events_applied=self.input.events_applied, state_bytes=size, run_batches=self.run_batches,
                           late_events=getattr(self.step, "late_events", 0), max_state_bytes=limit,
+                          largest_carried_bytes=self.input.largest_carried_bytes,
                           health="ok" if size <= limit else "state_over_limit")
 
     # --- the main loop ---------------------------------------------------------------
@@ -178,6 +179,7 @@ class TimelineNodeWorkflow:
                         and not any(self.outbox.values()))
                     if not (self.pending_events or self.pending_patches):
                         self._measure()
+                        inp.largest_carried_bytes = max(inp.largest_carried_bytes, self.state_bytes)
                         workflow.continue_as_new(self._next_input())
         finally:
             idle_timer.cancel()

@@ -41,6 +41,8 @@ from timeline.store import TimelineExists, open_store
 log = logging.getLogger("timeline.api")
 
 
+from timeline.api import bulk
+from timeline.api.bulk import TimelineStatusOut, describe_with_health
 from timeline.api.errors import ApiError, _install_error_handlers, _responses
 from timeline.api.models import (
     KeysOut,
@@ -49,7 +51,6 @@ from timeline.api.models import (
     RegisterIn,
     RemovedOut,
     TimelineListOut,
-    TimelineOut,
     TreeNodeOut,
     TreeOut,
     ValueOut,
@@ -60,7 +61,6 @@ from timeline.api.services import (
     _plan_out,
     _spans,
     _time,
-    _timeline_out,
     _workflows_out,
 )
 
@@ -100,6 +100,7 @@ def create_app(endpoints: Endpoints) -> FastAPI:
     app = FastAPI(title="Timeline", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     _install_error_handlers(app)
+    app.include_router(bulk.router)  # many keys at once: GET/POST /timelines/{name}/results
 
     @app.get("/timelines", response_model=TimelineListOut, summary="List registered timelines")
     async def list_timelines() -> TimelineListOut:
@@ -118,7 +119,7 @@ def create_app(endpoints: Endpoints) -> FastAPI:
         spec, plan = build_spec(body.name, body.expression, body.source_topic, body.key_path, body.time_path,
                                 body.shards, body.idle_timeout_s,
                                 sources=[(s.topic, s.key_path, s.time_path) for s in body.sources or []],
-                                allowed_lateness_s=body.allowed_lateness_s)
+                                allowed_lateness_s=body.allowed_lateness_s, max_state_bytes=body.max_state_bytes)
         client = await services.temporal()  # before saving: no registration without its workflows
         try:
             created, tree = await register_spec(client, services.store, spec)
@@ -129,10 +130,10 @@ def create_app(endpoints: Endpoints) -> FastAPI:
             response.status_code = 200
         return RegisteredOut(spec=spec, plan=_plan_out(plan), workflows=_workflows_out(tree), created=created)
 
-    @app.get("/timelines/{name}", response_model=TimelineOut, responses=_responses(404),
-             summary="A timeline's registration, plan and workflow tree")
-    async def describe(name: str) -> TimelineOut:
-        return _timeline_out(services.spec(name))
+    @app.get("/timelines/{name}", response_model=TimelineStatusOut, responses=_responses(404),
+             summary="A timeline's registration, plan, workflow tree and health")
+    async def describe(name: str) -> TimelineStatusOut:
+        return await describe_with_health(services, services.spec(name))
 
     @app.delete("/timelines/{name}", response_model=RemovedOut, responses=_responses(404, 503),
                 summary="Stop a timeline's workflows and delete it and its results")

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from timeline.dsl.limits import DEFAULT_ALLOWED_LATENESS_S
+from timeline.dsl.limits import DEFAULT_ALLOWED_LATENESS_S, DEFAULT_MAX_STATE_BYTES
 from timeline.models import TimelineSpec
 
 # --- response models ------------------------------------------------------------------------
@@ -53,6 +53,9 @@ class RegisterIn(BaseModel):
     allowed_lateness_s: float = Field(DEFAULT_ALLOWED_LATENESS_S, description=(
         "apply an event up to this many seconds (event time) behind its key's latest event; an older one is "
         "side-output as late and counted"))
+    max_state_bytes: int = Field(DEFAULT_MAX_STATE_BYTES, description=(
+        "the most state one node workflow should carry; past it the timeline's health says state_over_limit "
+        "(register with more shards)"))
 
 
 class PlanNodeOut(BaseModel):
