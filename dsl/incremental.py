@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from timeline.dsl import ast as A
 from timeline.dsl.ast import Kind
 from timeline.dsl.compiler import Plan, PlanNode
-from timeline.dsl.events import EventFrame, ValueEncoder, same_value
+from timeline.dsl.events import EventFrame, ValueEncoder, evaluate_predicate, same_value
 from timeline.dsl.operators import derived_handler, leaf_handler
 from timeline.dsl.spans import (
     TRUE,
@@ -303,11 +303,13 @@ def _leaf_events_to_keep(expr: A.Node, state: KeyEvents, full: KeyTimeline, fron
         # the frontier is the value in force there.
         return ([before - 1] if before else []) + recent
     if isinstance(expr, A.HasExisted):
-        # Only the first match matters, and the timeline says when it was.
+        # Kept events all match (LeafStep._relevant): only the first one matters,
+        # and the timeline says when it was. Once it is before the frontier, no
+        # later event can change anything.
         if before and full.value_at(frontier - 1) is True:
             first_true = full.starts[bisect.bisect_right(full.starts, frontier - 1) - 1]
             lo, hi = bisect.bisect_left(times, first_true), bisect.bisect_right(times, first_true)
-            return list(range(lo, min(hi, before))) + recent
+            return list(range(lo, hi))
         return recent
     if isinstance(expr, A.HasExistedWithin):
         # A window [t, t + d) reaches the frontier only if t > frontier - d.
@@ -333,8 +335,22 @@ class LeafStep:
         # Events without any field the leaf reads only move the origin.
         return any(v is not None for v in row)
 
+    def _matches(self, cols: list[list[Any]], n: int) -> list[bool] | None:
+        """For has_existed(_within): which events match the predicate. The others only
+        move the key's origin, so the leaf need not keep them."""
+        expr = self.node.expr
+        if not isinstance(expr, (A.HasExisted, A.HasExistedWithin)) or n == 0:
+            return None
+        columns = {}
+        for path, col in zip(self.paths, cols):
+            columns[path] = ValueEncoder().encode(col)
+        zeros = np.zeros(n, dtype=np.int64)  # one key, one time: the frame keeps arrival order
+        frame = EventFrame.build(zeros, zeros, columns, n_keys=1)
+        return (evaluate_predicate(expr.predicate, frame) == TRUE).tolist()
+
     def apply(self, batch: EventBatch) -> list[SpanPatch]:
         cols = [batch.columns.get(".".join(p), [None] * len(batch)) for p in self.paths]
+        matches = self._matches(cols, len(batch))
         touched: dict[str, None] = {}
         for i, (key, t) in enumerate(zip(batch.keys, batch.times)):
             state = self.keys.get(key)
@@ -352,7 +368,7 @@ class LeafStep:
             state.origin = min(state.origin, t)
             state.watermark = t if state.watermark is None else max(state.watermark, t)
             row = [c[i] for c in cols]
-            if self._relevant(row):
+            if matches[i] if matches is not None else self._relevant(row):
                 pos = bisect.bisect_right(state.times, t)  # after equal times: arrival order
                 state.times.insert(pos, t)
                 state.seqs.insert(pos, self.seq)

@@ -46,6 +46,9 @@ PUBLISH = "publish"
 SIDE_OUTPUT = "side-output"
 # Measuring the state serialises it: do it every few batches, not on each.
 MEASURE_EVERY_BATCHES = 16
+# A node carries at most this times its registration's max_state_bytes into
+# continue-as-new (1.5 MB by default, under Temporal's 2 MB payload limit).
+CARRY_FACTOR = 1.5
 
 
 class _Outbox:
@@ -88,6 +91,7 @@ class TimelineNodeWorkflow:
         self.side_output: list[LateBatch] = []
         self.state_bytes = 0
         self.measured_at = 0
+        self.deferred_until = 0   # continue-as-new put off (state too large to carry) until this batch
 
     # --- handlers: record only ---------------------------------------------------
     @workflow.signal(name="events")
@@ -179,6 +183,12 @@ class TimelineNodeWorkflow:
                         and not any(self.outbox.values()))
                     if not (self.pending_events or self.pending_patches):
                         self._measure()
+                        if self.state_bytes > CARRY_FACTOR * inp.spec.max_state_bytes:
+                            # Carrying this much could pass the server's payload limit and fail the
+                            # task on every retry: keep serving in this run (health says why) and
+                            # try again later, when closed keys may have made room.
+                            self.deferred_until = self.run_batches + MEASURE_EVERY_BATCHES
+                            continue
                         inp.largest_carried_bytes = max(inp.largest_carried_bytes, self.state_bytes)
                         workflow.continue_as_new(self._next_input())
         finally:
@@ -194,6 +204,8 @@ class TimelineNodeWorkflow:
                 self.idle_due = True
 
     def _should_continue_as_new(self) -> bool:
+        if self.run_batches < self.deferred_until:
+            return False
         limit = self.input.continue_as_new_after  # type: ignore[union-attr]
         if limit is not None and self.run_batches >= limit:
             return True

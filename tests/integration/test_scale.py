@@ -95,8 +95,21 @@ def test_many_keys_in_a_few_requests(env, aio, wait_for):
     assert too_many.status_code == 422 and "error" in too_many.json()
 
 
-def _one_key(aio, env, spec, events):
-    send(aio, env.endpoints.temporal, spec, [{"session_id": "a", **e} for e in events], chunks=1)
+def _one_key(aio, env, spec, events, first_position=0):
+    """Events of key "a" in one signal, at message positions from `first_position` on (a leaf
+    skips positions it has applied: a later send must go on from where the last one ended)."""
+    from timeline.dsl.incremental import EventBatch
+    from timeline.models import EventBatchSignal
+    from timeline.runtime.control import send_batch
+
+    async def go():
+        client = await connect(env.endpoints.temporal)
+        batch = EventBatch(keys=["a"] * len(events), times=[e["ts"] for e in events],
+                           columns={"playerStateChange": [e["playerStateChange"] for e in events]})
+        await send_batch(client, spec, spec.plan, 0, EventBatchSignal(
+            topic="scale", positions=[(0, first_position + i, -1) for i in range(len(events))], events=batch))
+
+    aio.run(go())
 
 
 def test_late_event_within_a_live_key_is_side_output_and_counted(env, aio, wait_for):
@@ -112,8 +125,7 @@ def test_late_event_within_a_live_key_is_side_output_and_counted(env, aio, wait_
     wait_for(lambda: env.client.get(value, params={"t": t + 20_000}).json()["value"] == 10_000, timeout=60,
              message="the key's buffering total")
     # 5 s behind the key's latest event, with 1 s allowed: late, not applied.
-    send(aio, env.endpoints.temporal, spec, [{"session_id": "a", "ts": t + 5_000, "playerStateChange": "play"}],
-         chunks=1)
+    _one_key(aio, env, spec, [{"ts": t + 5_000, "playerStateChange": "play"}], first_position=2)
     late = json.loads(reader.take(1, timeout_ms=60_000)[0].data())
     assert (late["key"], late["time"], late["reason"], late["fields"]) == (
         "a", t + 5_000, "late", {"playerStateChange": "play"})
@@ -135,8 +147,7 @@ def test_late_event_after_the_key_closed_keeps_its_final_result(env, aio, wait_f
     wait_for(lambda: env.client.get(key).json()["closed"], timeout=90, message="the key to close")
     final = env.client.get(key).json()
     assert env.client.get(f"{key}/value", params={"t": t + 20_000}).json()["value"] == 10_000
-    send(aio, env.endpoints.temporal, spec, [{"session_id": "a", "ts": t + 5_000, "playerStateChange": "play"}],
-         chunks=1)
+    _one_key(aio, env, spec, [{"ts": t + 5_000, "playerStateChange": "play"}], first_position=2)
     late = json.loads(reader.take(1, timeout_ms=60_000)[0].data())
     assert (late["key"], late["time"], late["reason"]) == ("a", t + 5_000, "late")
     after = env.client.get(key).json()
@@ -152,12 +163,12 @@ def test_nothing_fails_under_a_small_payload_limit(tmp_path, pulsar_server, aio,
     server = start_temporal(tmp_path / "temporal", die_with_parent=True,
                             dynamic_config={"limit.blobSize.error": str(limit), "limit.blobSize.warn": str(limit // 2)})
     ep = Endpoints(temporal=server.address, pulsar=pulsar_server.address, store=f"sqlite:///{tmp_path / 'r.db'}")
-    worker = spawn("small-limit-worker", ["worker", "--temporal", ep.temporal, "--store", ep.store],
+    worker = spawn("small-limit-worker", ["worker", "--temporal", ep.temporal, "--pulsar", ep.pulsar, "--store", ep.store],
                    tmp_path / "logs")
     try:
         with TestClient(create_app(ep)) as api:
             name = "small-limit"
-            r = api.post("/timelines", json=body(name, shards=2, max_state_bytes=100_000))
+            r = api.post("/timelines", json=body(name, shards=4, max_state_bytes=150_000))
             assert r.status_code == 201, r.text
             spec = TimelineSpec.model_validate(r.json()["spec"])
             aio.run(_restart_with_continue_as_new_every(ep.temporal, spec, 5))
