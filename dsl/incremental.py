@@ -70,6 +70,8 @@ class KeyTimeline(BaseModel):
     """One key's canonical timeline: spans from `starts[i]` to the next start.
 
     `slopes` is set for numeric timelines only; a value of None is unknown.
+    Built with `model_construct` inside this module (the values are ours, and
+    validating every key's timeline on every batch cost more than the algebra).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -97,15 +99,15 @@ class KeyTimeline(BaseModel):
         slopes = None if self.slopes is None else list(self.slopes[i:])
         if slopes is not None and values[0] is not None:
             values[0] = _num(values[0] + slopes[0] * (t - self.starts[i]))
-        return KeyTimeline(starts=starts, values=values, slopes=slopes)
+        return KeyTimeline.model_construct(starts=starts, values=values, slopes=slopes)
 
     def then(self, later: "KeyTimeline") -> "KeyTimeline":
         """This timeline up to where `later` starts, then `later` (a node's live part, which
         starts at the key's frontier, after what was published before it)."""
         if not later.starts:
             return self
-        return self.with_patch(SpanPatch(key="", since=later.starts[0], starts=later.starts, values=later.values,
-                                         slopes=later.slopes))
+        return self.with_patch(SpanPatch.model_construct(key="", since=later.starts[0], starts=later.starts,
+                                                         values=later.values, slopes=later.slopes))
 
     def with_patch(self, patch: "SpanPatch") -> "KeyTimeline":
         cut = bisect.bisect_left(self.starts, patch.since)
@@ -144,7 +146,7 @@ def _canonical(starts: list[int], values: list[Any], slopes: list[float] | None)
             out_m.append(0.0 if v is None else slopes[i])  # type: ignore[index]
     if not out_s:
         return KeyTimeline()
-    return KeyTimeline(starts=out_s, values=out_v, slopes=out_m)
+    return KeyTimeline.model_construct(starts=out_s, values=out_v, slopes=out_m)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -185,7 +187,7 @@ def diff(key: str, old: KeyTimeline, new: KeyTimeline) -> SpanPatch | None:
         first = new.starts[n] if len(new.starts) > n else old.starts[n]
     # From `first` on the timeline is `new`: clip its span that holds `first`.
     part = new.since(first) if new.starts and first >= new.starts[0] else new
-    return SpanPatch(key=key, since=first, starts=part.starts, values=part.values, slopes=part.slopes)
+    return SpanPatch.model_construct(key=key, since=first, starts=part.starts, values=part.values, slopes=part.slopes)
 
 
 # --- converting between per-key timelines and span sets -------------------------------
@@ -231,8 +233,8 @@ def from_span_set(spans: SpanSet, n_keys: int) -> list[KeyTimeline]:
     out = []
     for k in range(n_keys):
         lo, hi = int(offsets[k]), int(offsets[k + 1])
-        out.append(KeyTimeline(starts=starts[lo:hi], values=values[lo:hi],
-                               slopes=None if slopes is None else slopes[lo:hi]))
+        out.append(KeyTimeline.model_construct(starts=starts[lo:hi], values=values[lo:hi],
+                                               slopes=None if slopes is None else slopes[lo:hi]))
     return out
 
 
@@ -500,8 +502,8 @@ class DerivedStep:
         for name, tl in zip(keys, full):
             carried = self.carried.get(name)
             if carried:
-                tl = KeyTimeline(starts=tl.starts, values=[None if v is None else _num(v + carried) for v in tl.values],
-                                 slopes=tl.slopes)
+                values = [None if v is None else _num(v + carried) for v in tl.values]
+                tl = KeyTimeline.model_construct(starts=tl.starts, values=values, slopes=tl.slopes)
             frontier = self.frontiers.get(name)
             new.append(tl if frontier is None else tl.since(frontier))
         return _emit(keys, new, self.timelines)
@@ -525,8 +527,8 @@ class DerivedStep:
                 # The total up to where the kept part begins; own covers it: the
                 # kept part began after the last frontier, or is unchanged.
                 self.carried[name] = float(own.value_at(tl.starts[i]) or 0)
-            store[name] = KeyTimeline(starts=tl.starts[i:], values=tl.values[i:],
-                                      slopes=None if tl.slopes is None else tl.slopes[i:])
+            store[name] = KeyTimeline.model_construct(starts=tl.starts[i:], values=tl.values[i:],
+                                                      slopes=None if tl.slopes is None else tl.slopes[i:])
 
     def timeline(self, key: str) -> KeyTimeline:
         """The key's timeline from its frontier on (what came before is final and emitted)."""

@@ -88,7 +88,6 @@ class TimelineNodeWorkflow:
         # on a round trip, and what piles up meanwhile leaves in one signal.
         self.outbox: dict[str, _Outbox] = {}
         self.sending = 0
-        self.side_output: list[LateBatch] = []
         self.state_bytes = 0
         self.measured_at = 0
         self.deferred_until = 0   # continue-as-new put off (state too large to carry) until this batch
@@ -311,7 +310,8 @@ class TimelineNodeWorkflow:
             box = box_of[destination]
             box_of[destination] = _Outbox()
             inp = self.input
-            inp.seq += 1
+            if destination != SIDE_OUTPUT:  # the seq orders what parents and the store apply
+                inp.seq += 1
             self.sending += 1
             try:
                 if destination == SIDE_OUTPUT:

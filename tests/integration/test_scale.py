@@ -120,7 +120,8 @@ def test_late_event_within_a_live_key_is_side_output_and_counted(env, aio, wait_
     spec = TimelineSpec.model_validate(r.json()["spec"])
     reader = TopicReader(env.pulsar, f"timeline-results-{name}-late")
     t = 1_700_000_000_000
-    _one_key(aio, env, spec, [{"ts": t, "playerStateChange": "buffer"}, {"ts": t + 10_000, "playerStateChange": "play"}])
+    _one_key(aio, env, spec, [{"ts": t, "playerStateChange": "buffer"},
+                              {"ts": t + 10_000, "playerStateChange": "play"}])
     value = f"/timelines/{name}/keys/a/value"
     wait_for(lambda: env.client.get(value, params={"t": t + 20_000}).json()["value"] == 10_000, timeout=60,
              message="the key's buffering total")
@@ -142,7 +143,8 @@ def test_late_event_after_the_key_closed_keeps_its_final_result(env, aio, wait_f
     spec = TimelineSpec.model_validate(r.json()["spec"])
     reader = TopicReader(env.pulsar, f"timeline-results-{name}-late")
     t = 1_700_000_000_000
-    _one_key(aio, env, spec, [{"ts": t, "playerStateChange": "buffer"}, {"ts": t + 10_000, "playerStateChange": "play"}])
+    _one_key(aio, env, spec, [{"ts": t, "playerStateChange": "buffer"},
+                              {"ts": t + 10_000, "playerStateChange": "play"}])
     key = f"/timelines/{name}/keys/a"
     wait_for(lambda: env.client.get(key).json()["closed"], timeout=90, message="the key to close")
     final = env.client.get(key).json()
@@ -163,8 +165,8 @@ def test_nothing_fails_under_a_small_payload_limit(tmp_path, pulsar_server, aio,
     server = start_temporal(tmp_path / "temporal", die_with_parent=True,
                             dynamic_config={"limit.blobSize.error": str(limit), "limit.blobSize.warn": str(limit // 2)})
     ep = Endpoints(temporal=server.address, pulsar=pulsar_server.address, store=f"sqlite:///{tmp_path / 'r.db'}")
-    worker = spawn("small-limit-worker", ["worker", "--temporal", ep.temporal, "--pulsar", ep.pulsar, "--store", ep.store],
-                   tmp_path / "logs")
+    worker = spawn("small-limit-worker",
+                   ["worker", "--temporal", ep.temporal, "--pulsar", ep.pulsar, "--store", ep.store], tmp_path / "logs")
     try:
         with TestClient(create_app(ep)) as api:
             name = "small-limit"
@@ -194,8 +196,9 @@ def test_nothing_fails_under_a_small_payload_limit(tmp_path, pulsar_server, aio,
             health = api.get(f"/timelines/{name}").json()["health"]
             assert health["status"] == "ok", health
             assert health["largest_state_bytes"] < limit
-            failures = aio.run(_failed_workflow_tasks(ep.temporal, name))
+            failures, continued = aio.run(_failed_workflow_tasks(ep.temporal, name))
             assert failures == [], failures[:3]
+            assert continued >= 28, f"only {continued} runs continued as new (every 5 batches was asked)"
     finally:
         worker.stop()
         server.stop()
@@ -212,13 +215,22 @@ async def _restart_with_continue_as_new_every(address, spec, batches):
 
 
 async def _failed_workflow_tasks(address, name):
-    from temporalio.api.enums.v1 import EventType
+    """Workflow tasks that failed, and failed runs. A task that Temporal failed with cause
+    UNHANDLED_COMMAND is not a failure of ours: a signal came in while the task completed
+    with continue-as-new, and the task simply runs again with it."""
+    from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 
     client = await connect(address)
-    bad = []
+    bad, continued = [], 0
     async for wf in client.list_workflows(f"WorkflowId STARTS_WITH 'timeline/{name}/'"):
         handle = client.get_workflow_handle(wf.id, run_id=wf.run_id)
         async for ev in handle.fetch_history_events():
-            if ev.event_type in (EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED):
-                bad.append((wf.id, ev.event_type, str(ev)[:300]))
-    return bad
+            continued += ev.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+            if ev.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                cause = ev.workflow_task_failed_event_attributes.cause
+                if cause != WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND:
+                    bad.append((wf.id, WorkflowTaskFailedCause.Name(cause),
+                                ev.workflow_task_failed_event_attributes.failure.message[:300]))
+            elif ev.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+                bad.append((wf.id, "execution failed", str(ev)[:300]))
+    return bad, continued
