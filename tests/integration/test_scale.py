@@ -192,7 +192,7 @@ def test_nothing_fails_under_a_small_payload_limit(tmp_path, pulsar_server, aio,
                         break
                 return got == expected
 
-            wait_for(converged, timeout=600, interval=3.0, message="every result to equal batch under a 256 KB limit")
+            wait_for(converged, timeout=1200, interval=5.0, message="every result to equal batch under a 256 KB limit")
             health = api.get(f"/timelines/{name}").json()["health"]
             assert health["status"] == "ok", health
             assert health["largest_state_bytes"] < limit
