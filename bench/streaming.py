@@ -143,6 +143,11 @@ def wait_final(store_url: str, timeline: str, expected: dict, timeout: float,
 class NotConverged(SystemExit):
     """The streaming results did not all equal the batch evaluator's: the run fails (exit status 1)."""
 
+    def __init__(self, message: str, statuses: list | None = None, final: int = 0):
+        super().__init__(message)
+        self.statuses = statuses or []
+        self.final = final
+
 
 def explain_not_converged(store_url: str, timeline: str, expected: dict, final: dict, records: list[dict],
                           statuses: list | None = None) -> str:
@@ -218,7 +223,7 @@ def run_case(st: Stack, name: str, topic: str, records: list[dict], shards: int,
     if len(final) < len(expected):
         # Fail loudly: a benchmark of results that are wrong measures nothing.
         raise NotConverged(explain_not_converged(st.store_url, name, expected, final, records, statuses)
-                           + f"\n  logs: {st.state / 'logs'} (run with --keep to look at them)")
+                           + f"\n  logs: {st.state / 'logs'} (run with --keep to look at them)", statuses, len(final))
     elapsed = max(final.values()) - t0
     latencies = sorted(final[k] - last_sent[k] for k in final)
     hist = asyncio.run(history_events(st.temporal.address, name))
