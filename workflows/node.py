@@ -281,6 +281,7 @@ class TimelineNodeWorkflow:
         children = list(self.node.children)
         per_child: list[list[SpanPatch]] = [[] for _ in children]
         child_wm = inp.child_watermarks
+        moved: dict[str, None] = {}
         for signal in self.pending_patches:
             if signal.seq <= inp.child_seq.get(signal.child, 0):
                 continue  # already applied (a redelivered signal)
@@ -290,9 +291,12 @@ class TimelineNodeWorkflow:
                     per_child[i].extend(signal.patches)
             for key, wm in signal.watermarks.items():
                 child_wm.setdefault(key, {})[signal.child] = wm
+                moved[key] = None
         self.pending_patches.clear()
-        # A derived node is final only up to its least progressed child.
-        watermarks = {k: min(v.values()) for k, v in child_wm.items() if len(v) == len(set(children))}
+        # A derived node is final only up to its least progressed child. Only the keys whose
+        # watermarks came in now: sending every key's each batch made signals grow with the keys.
+        n_children = len(set(children))
+        watermarks = {k: min(v.values()) for k in moved if len(v := child_wm[k]) == n_children}
         return per_child, watermarks
 
     def _send(self, patches: list[SpanPatch], watermarks: dict[str, int], closed: dict[str, KeyTimeline]) -> None:
