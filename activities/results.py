@@ -20,7 +20,7 @@ import msgspec
 from temporalio import activity
 
 from timeline.dsl.results import key_timeline_spans
-from timeline.models import RegistrationCheck, ResultsBatch
+from timeline.models import LateBatch, RegistrationCheck, ResultsBatch
 from timeline.store.base import ResultsStore
 
 log = logging.getLogger("timeline.activities")
@@ -79,10 +79,24 @@ class ResultActivities:
 
     @activity.defn(name="publish_results")
     def publish_results(self, batch: ResultsBatch) -> None:
-        if not self.store.apply_results(batch):
+        refused = self.store.apply_results(batch)
+        if refused is None:
             return  # another generation's batch (a removed registration): neither stored nor published
+        if refused:
+            # A key came back after closing, with an event older than its final result's
+            # watermark: its final result stands; the partial change goes to the side output.
+            log.warning("%s: %d changes to closed keys refused as late (e.g. %s since %d)", batch.timeline,
+                        len(refused), refused[0].key, refused[0].since)
+            batch = batch.model_copy(update={"patches": [p for p in batch.patches if p not in refused]})
         if self.pulsar is None:
             return
+        if refused:
+            producer = self._producer(f"{batch.results_topic}-late")
+            for p in refused:
+                body = {"timeline": batch.timeline, "key": p.key, "time": p.since, "reason": "late",
+                        "detail": "the key had closed; its final result is kept"}
+                producer.send_async(self._encoder.encode(body), None, partition_key=p.key,
+                                    properties={"timeline": batch.timeline, "reason": "late"})
         producer = self._producer(batch.results_topic)
         props = {"timeline": batch.timeline, "shard": str(batch.shard), "seq": str(batch.seq)}
         schemas = self._schemas()
@@ -94,6 +108,21 @@ class ResultActivities:
                     self._encoder.encode(event), None, properties={**props, "reason": "; ".join(errors)})
                 continue
             producer.send_async(self._encoder.encode(event), None, partition_key=event["key"], properties=props)
+        producer.flush()
+
+    @activity.defn(name="publish_side_output")
+    def publish_side_output(self, batch: LateBatch) -> None:
+        """Events a leaf did not apply, to the timeline's side-output topic, each with its reason."""
+        log.info("%d %s events of %s shard %d to %s", len(batch.events), batch.reason, batch.timeline, batch.shard,
+                 batch.topic)
+        if self.pulsar is None:
+            return
+        producer = self._producer(batch.topic)
+        for event in batch.events:
+            body = {"timeline": batch.timeline, "key": event.key, "time": event.time, "reason": batch.reason,
+                    "frontier": event.frontier, "fields": event.fields}
+            producer.send_async(self._encoder.encode(body), None, partition_key=event.key,
+                                properties={"timeline": batch.timeline, "reason": batch.reason})
         producer.flush()
 
     def _schemas(self):

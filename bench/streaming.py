@@ -58,11 +58,11 @@ class Stack:
         self.spawn(f"feeder-{topic}", ["feeder", "--topic", topic, "--batch-size", str(batch_size),
                                        "--linger-ms", str(self.linger_ms)])
 
-    def register(self, name: str, topic: str, shards: int):
+    def register(self, name: str, topic: str, shards: int, *extra: str):
         import subprocess
 
         out = subprocess.run(stack.timeline_command("register", name, CIR, "--topic", topic, "--key", "session_id",
-                                                    "--time", "ts", "--shards", str(shards), "--idle-timeout", "1h",
+                                                    "--time", "ts", "--shards", str(shards), "--idle-timeout", "1h", *extra,
                                                     "--temporal", self.temporal.address, "--store", self.store_url),
                              capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
@@ -105,22 +105,85 @@ def send(pulsar_url: str, topic: str, records: list[dict], rate: float = 0.0) ->
     return last_sent
 
 
-def wait_final(store_url: str, timeline: str, expected: dict, timeout: float) -> dict[str, float]:
-    """Poll the store until every key's timeline equals the expected one; returns when each became final."""
+def wait_final(store_url: str, timeline: str, expected: dict, timeout: float,
+               stalled_after: float = 120.0) -> dict[str, float]:
+    """Poll the store until every key's timeline equals the expected one; returns when each became final.
+    Gives up at `timeout`, or when nothing became final for `stalled_after` seconds once sending is over
+    (the results stopped changing: waiting longer shows nothing new)."""
     from timeline.store import open_store
 
     store = open_store(store_url)
     final: dict[str, float] = {}
     deadline = time.monotonic() + timeout
+    progress = time.monotonic()
     while len(final) < len(expected) and time.monotonic() < deadline:
+        before = len(final)
         for k, tl in expected.items():
             if k not in final:
                 got = store.result(timeline, k)
                 if got is not None and got.timeline == tl:
                     final[k] = time.monotonic()
-        time.sleep(0.05)
+        if len(final) > before:
+            progress = time.monotonic()
+        elif final and time.monotonic() - progress > stalled_after:
+            break
+        time.sleep(0.05 if len(expected) < 5000 else 1.0)
     store.close()
     return final
+
+
+class NotConverged(SystemExit):
+    """The streaming results did not all equal the batch evaluator's: the run fails (exit status 1)."""
+
+    def __init__(self, message: str, statuses: list | None = None, final: int = 0):
+        super().__init__(message)
+        self.statuses = statuses or []
+        self.final = final
+
+
+def explain_not_converged(store_url: str, timeline: str, expected: dict, final: dict, records: list[dict],
+                          statuses: list | None = None) -> str:
+    """What did not converge, and clues why: missing vs different sessions, the first difference of a few,
+    and how many of them have two events at the same ms (where applying an event twice changes answers)."""
+    from timeline.store import open_store
+
+    store = open_store(store_url)
+    missing = [k for k in expected if k not in final]
+    absent = [k for k in missing if store.result(timeline, k) is None]
+    lines = [f"NOT CONVERGED: {len(missing):,} of {len(expected):,} sessions of {timeline!r} never equalled the "
+             f"batch evaluator ({len(absent):,} have no result at all)"]
+    by_key: dict[str, list[int]] = {}
+    for r in records:
+        by_key.setdefault(r["session_id"], []).append(r["ts"])
+    equal_ts = sum(1 for k in missing if len(set(by_key.get(k, []))) < len(by_key.get(k, [])))
+    share = sum(1 for ts in by_key.values() if len(set(ts)) < len(ts)) / max(1, len(by_key))
+    lines.append(f"  {equal_ts:,} of them have two events at the same ms ({share:.0%} of all sessions do)")
+    for k in [k for k in missing if k not in absent][:3]:
+        got = store.result(timeline, k).timeline  # type: ignore[union-attr]
+        want = expected[k]
+        t = next((s for s in sorted(set(got.starts) | set(want.starts)) if got.value_at(s) != want.value_at(s)),
+                 None)
+        lines.append(f"  {k}: first differs at t={t}: streaming {got.value_at(t) if t is not None else '?'}, "
+                     f"batch {want.value_at(t) if t is not None else '?'} ({len(got.starts)} vs {len(want.starts)} "
+                     "spans)")
+    for s in statuses or []:
+        if s.health != "ok":
+            lines.append(f"  node {s.node_id} shard {s.shard}: {s.health}, {s.state_bytes:,} bytes of state")
+    store.close()
+    return "\n".join(lines)
+
+
+async def node_statuses(address: str, timeline: str, store_url: str) -> list:
+    """Every node workflow's status (state size, health, late events)."""
+    from timeline.runtime.control import connect, node_status
+    from timeline.store import open_store
+
+    store = open_store(store_url)
+    spec = store.get(timeline)
+    store.close()
+    client = await connect(address)
+    return list(await asyncio.gather(*(node_status(client, spec, n, shard) for n in spec.plan.nodes
+                                       for shard in range(spec.shards))))
 
 
 async def history_events(address: str, timeline: str) -> int:
@@ -136,8 +199,8 @@ async def history_events(address: str, timeline: str) -> int:
 
 
 def run_case(st: Stack, name: str, topic: str, records: list[dict], shards: int, batch_size: int,
-             rate: float, timeout: float) -> dict:
-    st.register(name, topic, shards)
+             rate: float, timeout: float, register: tuple[str, ...] = ()) -> dict:
+    st.register(name, topic, shards, *register)
     st.start_feeder(topic, batch_size)
     expected = root_timelines(CIR, records, "session_id", "ts")
     # Watch the store while sending: a session that is final early must count early.
@@ -148,13 +211,18 @@ def run_case(st: Stack, name: str, topic: str, records: list[dict], shards: int,
         watcher = pool.submit(wait_final, st.store_url, name, expected, timeout)
         last_sent = send(st.pulsar.address, topic, records, rate)
         final = watcher.result()
-    elapsed = max(final.values()) - t0 if len(final) == len(expected) else float("nan")
+    statuses = asyncio.run(node_statuses(st.temporal.address, name, st.store_url))
+    if len(final) < len(expected):
+        # Fail loudly: a benchmark of results that are wrong measures nothing.
+        raise NotConverged(explain_not_converged(st.store_url, name, expected, final, records, statuses)
+                           + f"\n  logs: {st.state / 'logs'} (run with --keep to look at them)", statuses, len(final))
+    elapsed = max(final.values()) - t0
     latencies = sorted(final[k] - last_sent[k] for k in final)
     hist = asyncio.run(history_events(st.temporal.address, name))
     return {"events": len(records), "sessions": len(expected), "final": len(final), "seconds": elapsed,
-            "events_per_s": len(records) / elapsed if elapsed == elapsed else 0.0,
+            "events_per_s": len(records) / elapsed,
             "p50": _pct(latencies, 50), "p99": _pct(latencies, 99),
-            "history_per_1000": hist * 1000 / len(records)}
+            "history_per_1000": hist * 1000 / len(records), "statuses": statuses}
 
 
 def _pct(values: list[float], p: int) -> float:
@@ -198,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratio batched / naive: {thr['events_per_s'] / naive['events_per_s']:.1f}x events/s, "
               f"{naive['history_per_1000'] / thr['history_per_1000']:.1f}x fewer history events per event")
         return 0
+    except NotConverged as exc:
+        print(exc.code, file=sys.stderr)
+        return 1
     finally:
         st.close()
         if not args.keep:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from timeline.dsl import ast as A
 from timeline.dsl.ast import Kind
 from timeline.dsl.compiler import Plan, PlanNode
-from timeline.dsl.events import EventFrame, ValueEncoder, same_value
+from timeline.dsl.events import EventFrame, ValueEncoder, evaluate_predicate, same_value
 from timeline.dsl.operators import derived_handler, leaf_handler
 from timeline.dsl.spans import (
     TRUE,
@@ -70,6 +70,8 @@ class KeyTimeline(BaseModel):
     """One key's canonical timeline: spans from `starts[i]` to the next start.
 
     `slopes` is set for numeric timelines only; a value of None is unknown.
+    Built with `model_construct` inside this module (the values are ours, and
+    validating every key's timeline on every batch cost more than the algebra).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -97,7 +99,15 @@ class KeyTimeline(BaseModel):
         slopes = None if self.slopes is None else list(self.slopes[i:])
         if slopes is not None and values[0] is not None:
             values[0] = _num(values[0] + slopes[0] * (t - self.starts[i]))
-        return KeyTimeline(starts=starts, values=values, slopes=slopes)
+        return KeyTimeline.model_construct(starts=starts, values=values, slopes=slopes)
+
+    def then(self, later: "KeyTimeline") -> "KeyTimeline":
+        """This timeline up to where `later` starts, then `later` (a node's live part, which
+        starts at the key's frontier, after what was published before it)."""
+        if not later.starts:
+            return self
+        return self.with_patch(SpanPatch.model_construct(key="", since=later.starts[0], starts=later.starts,
+                                                         values=later.values, slopes=later.slopes))
 
     def with_patch(self, patch: "SpanPatch") -> "KeyTimeline":
         cut = bisect.bisect_left(self.starts, patch.since)
@@ -136,7 +146,7 @@ def _canonical(starts: list[int], values: list[Any], slopes: list[float] | None)
             out_m.append(0.0 if v is None else slopes[i])  # type: ignore[index]
     if not out_s:
         return KeyTimeline()
-    return KeyTimeline(starts=out_s, values=out_v, slopes=out_m)
+    return KeyTimeline.model_construct(starts=out_s, values=out_v, slopes=out_m)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -177,7 +187,7 @@ def diff(key: str, old: KeyTimeline, new: KeyTimeline) -> SpanPatch | None:
         first = new.starts[n] if len(new.starts) > n else old.starts[n]
     # From `first` on the timeline is `new`: clip its span that holds `first`.
     part = new.since(first) if new.starts and first >= new.starts[0] else new
-    return SpanPatch(key=key, since=first, starts=part.starts, values=part.values, slopes=part.slopes)
+    return SpanPatch.model_construct(key=key, since=first, starts=part.starts, values=part.values, slopes=part.slopes)
 
 
 # --- converting between per-key timelines and span sets -------------------------------
@@ -223,21 +233,45 @@ def from_span_set(spans: SpanSet, n_keys: int) -> list[KeyTimeline]:
     out = []
     for k in range(n_keys):
         lo, hi = int(offsets[k]), int(offsets[k + 1])
-        out.append(KeyTimeline(starts=starts[lo:hi], values=values[lo:hi],
-                               slopes=None if slopes is None else slopes[lo:hi]))
+        out.append(KeyTimeline.model_construct(starts=starts[lo:hi], values=values[lo:hi],
+                                               slopes=None if slopes is None else slopes[lo:hi]))
     return out
 
 
 # --- node steps --------------------------------------------------------------------
+#
+# Bounded state. A key's timeline is final before its *frontier*: the key's
+# watermark (latest event time seen) minus the allowed lateness. An event older
+# than its key's frontier is late: it is not applied (the caller side-outputs
+# it), so nothing before the frontier can change again. Each step therefore
+# keeps, per key, only what can still change the part from the frontier on,
+# and compares and emits only that part: patches never reach before the
+# frontier. What lies before it was emitted already (and, at the root,
+# published to the store), so the workflow state of a key stays the same size
+# however many events it has. `allowed_lateness_ms=None` keeps everything (the
+# batch evaluator's meaning: any order, nothing late).
 
 
 class KeyEvents(BaseModel):
-    """What a leaf keeps of one key: its origin and the events it needs."""
+    """What a leaf keeps of one key: its origin and the events that can still matter."""
 
     origin: int
     times: list[int] = []      # sorted by (time, arrival)
     seqs: list[int] = []
     rows: list[list[Any]] = []  # field values, in the leaf's column order
+    watermark: int | None = None  # the latest event time seen
+    frontier: int | None = None   # the timeline is final before it; older events are late
+
+
+class LateEvent(BaseModel):
+    """An event older than its key's frontier: not applied, side-output with the reason "late"."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    time: int
+    frontier: int | None = None       # late: the key's watermark minus the lateness when it came
+    fields: dict[str, Any] = {}       # the fields the leaf reads
 
 
 class LeafSnapshot(BaseModel):
@@ -245,50 +279,120 @@ class LeafSnapshot(BaseModel):
 
     seq: int = 0
     keys: dict[str, KeyEvents] = {}
-    timelines: dict[str, KeyTimeline] = {}
+    timelines: dict[str, KeyTimeline] = {}   # from each key's frontier on
+    late_events: int = 0
 
 
 class DerivedSnapshot(BaseModel):
-    """A derived step's whole state: its children's timelines and its own."""
+    """A derived step's whole state: its children's timelines and its own (from each key's
+    frontier on), and what it carries across the frontier."""
 
     children: list[dict[str, KeyTimeline]] = []
     timelines: dict[str, KeyTimeline] = {}
+    frontiers: dict[str, int] = {}
+    carried: dict[str, float] = {}   # duration_where: the total before the children's kept part
+
+
+def _leaf_events_to_keep(expr: A.Node, state: KeyEvents, full: KeyTimeline, frontier: int) -> list[int] | None:
+    """Indexes of the events (sorted by time) that can still change the timeline
+    on [frontier, +inf); None: keep them all (an operator without a rule)."""
+    times = state.times
+    n = len(times)
+    before = bisect.bisect_left(times, frontier)
+    recent = list(range(before, n))
+    if isinstance(expr, A.LatestEventToState):
+        # Every kept row has the field (see LeafStep._relevant): the last one before
+        # the frontier is the value in force there.
+        return ([before - 1] if before else []) + recent
+    if isinstance(expr, A.HasExisted):
+        # Kept events all match (LeafStep._relevant): only the first one matters,
+        # and the timeline says when it was. Once it is before the frontier, no
+        # later event can change anything.
+        if before and full.value_at(frontier - 1) is True:
+            first_true = full.starts[bisect.bisect_right(full.starts, frontier - 1) - 1]
+            lo, hi = bisect.bisect_left(times, first_true), bisect.bisect_right(times, first_true)
+            return list(range(lo, hi))
+        return recent
+    if isinstance(expr, A.HasExistedWithin):
+        # A window [t, t + d) reaches the frontier only if t > frontier - d.
+        return list(range(bisect.bisect_right(times, frontier - int(expr.window.ms)), n))  # type: ignore[attr-defined]
+    return None
 
 
 class LeafStep:
     """A leaf node over many keys: event batches in, patches out."""
 
-    def __init__(self, node: PlanNode):
+    def __init__(self, node: PlanNode, allowed_lateness_ms: int | None = None):
         self.node = node
         self.handler = leaf_handler(node.expr)
         self.paths = [c.path for c in _columns(node.expr)]
+        self.lateness = allowed_lateness_ms
         self.keys: dict[str, KeyEvents] = {}
         self.timelines: dict[str, KeyTimeline] = {}
         self.seq = 0
+        self.late_events = 0                 # over the step's whole life (carried)
+        self.late: list[LateEvent] = []      # since the last take_late()
 
     def _relevant(self, row: list) -> bool:
         # Events without any field the leaf reads only move the origin.
         return any(v is not None for v in row)
 
+    def _matches(self, cols: list[list[Any]], n: int) -> list[bool] | None:
+        """For has_existed(_within): which events match the predicate. The others only
+        move the key's origin, so the leaf need not keep them."""
+        expr = self.node.expr
+        if not isinstance(expr, (A.HasExisted, A.HasExistedWithin)) or n == 0:
+            return None
+        columns = {}
+        for path, col in zip(self.paths, cols):
+            columns[path] = ValueEncoder().encode(col)
+        zeros = np.zeros(n, dtype=np.int64)  # one key, one time: the frame keeps arrival order
+        frame = EventFrame.build(zeros, zeros, columns, n_keys=1)
+        return (evaluate_predicate(expr.predicate, frame) == TRUE).tolist()
+
     def apply(self, batch: EventBatch) -> list[SpanPatch]:
         cols = [batch.columns.get(".".join(p), [None] * len(batch)) for p in self.paths]
+        matches = self._matches(cols, len(batch))
         touched: dict[str, None] = {}
         for i, (key, t) in enumerate(zip(batch.keys, batch.times)):
-            self.seq += 1
             state = self.keys.get(key)
+            # Late against the key's watermark so far: the same events are late
+            # however the stream is cut into batches.
+            if (self.lateness is not None and state is not None and state.watermark is not None
+                    and t < state.watermark - self.lateness):
+                self.late.append(LateEvent(key=key, time=t, frontier=state.watermark - self.lateness,
+                                           fields=self._fields(cols, i)))
+                self.late_events += 1
+                continue
+            self.seq += 1
             if state is None:
                 state = self.keys[key] = KeyEvents(origin=t)
             state.origin = min(state.origin, t)
+            state.watermark = t if state.watermark is None else max(state.watermark, t)
             row = [c[i] for c in cols]
-            if self._relevant(row):
+            if matches[i] if matches is not None else self._relevant(row):
                 pos = bisect.bisect_right(state.times, t)  # after equal times: arrival order
                 state.times.insert(pos, t)
                 state.seqs.insert(pos, self.seq)
                 state.rows.insert(pos, row)
             touched[key] = None
-        return self._recompute(list(touched))
+        keys = list(touched)
+        full = self._evaluate(keys)
+        patches = _emit(keys, [tl.since(f) if (f := self.keys[k].frontier) is not None else tl
+                               for k, tl in zip(keys, full)], self.timelines)
+        for name, tl in zip(keys, full):
+            self._compact(name, tl)
+        return patches
 
-    def _recompute(self, keys: list[str]) -> list[SpanPatch]:
+    def _fields(self, cols: list[list[Any]], i: int) -> dict[str, Any]:
+        return {".".join(p): c[i] for p, c in zip(self.paths, cols) if c[i] is not None}
+
+    def take_late(self) -> list[LateEvent]:
+        """The late events seen since the last call (for the side output)."""
+        late, self.late = self.late, []
+        return late
+
+    def _evaluate(self, keys: list[str]) -> list[KeyTimeline]:
         if not keys:
             return []
         key_idx, times, rows = [], [], []
@@ -306,10 +410,32 @@ class LeafStep:
             columns[path] = encoder.encode(r[j] for r in rows)
         frame = EventFrame.build(np.array(key_idx), np.array(times), columns, n_keys=len(keys))
         spans = self.handler(self.node.expr, frame)
-        return _emit(keys, from_span_set(spans, len(keys)), self.timelines)
+        return from_span_set(spans, len(keys))
+
+    def _compact(self, name: str, full: KeyTimeline) -> None:
+        """Move the key's frontier up to its watermark minus the lateness; drop what can no longer matter."""
+        state = self.keys[name]
+        if self.lateness is None or state.watermark is None:
+            return
+        frontier = state.watermark - self.lateness
+        if state.frontier is not None and frontier <= state.frontier:
+            return
+        keep = _leaf_events_to_keep(self.node.expr, state, full, frontier)
+        state.frontier = frontier
+        if keep is not None and len(keep) < len(state.times):
+            state.times = [state.times[i] for i in keep]
+            state.seqs = [state.seqs[i] for i in keep]
+            state.rows = [state.rows[i] for i in keep]
+        if name in self.timelines:
+            self.timelines[name] = self.timelines[name].since(frontier)
 
     def timeline(self, key: str) -> KeyTimeline:
+        """The key's timeline from its frontier on (what came before is final and emitted)."""
         return self.timelines.get(key, KeyTimeline())
+
+    def frontier(self, key: str) -> int | None:
+        state = self.keys.get(key)
+        return None if state is None else state.frontier
 
     def release(self, keys: Iterable[str]) -> None:
         """Forget closed keys."""
@@ -318,32 +444,48 @@ class LeafStep:
             self.timelines.pop(key, None)
 
     def snapshot(self) -> LeafSnapshot:
-        return LeafSnapshot(seq=self.seq, keys=self.keys, timelines=self.timelines)
+        return LeafSnapshot(seq=self.seq, keys=self.keys, timelines=self.timelines, late_events=self.late_events)
 
     def restore(self, snap: LeafSnapshot) -> "LeafStep":
         self.seq, self.keys, self.timelines = snap.seq, dict(snap.keys), dict(snap.timelines)
+        self.late_events = snap.late_events
         return self
+
+
+# Derived operators whose value on [f, +inf) depends only on their children's
+# spans that reach f (their values, and where those spans began): a derived node
+# of these keeps each child from its span holding the frontier on.
+_SPAN_LOCAL = (A.Compare, A.And, A.Or, A.Not, A.DurationInCurState, A.DurationWhere)
 
 
 class DerivedStep:
     """A derived node over many keys: children's patches in, its own patches out."""
 
-    def __init__(self, node: PlanNode, child_kinds: Sequence[Kind]):
+    def __init__(self, node: PlanNode, child_kinds: Sequence[Kind], allowed_lateness_ms: int | None = None):
         self.node = node
         self.handler = derived_handler(node.expr)
         self.child_kinds = list(child_kinds)
+        self.lateness = allowed_lateness_ms
         self.children: list[dict[str, KeyTimeline]] = [{} for _ in node.children]
         self.timelines: dict[str, KeyTimeline] = {}
+        self.frontiers: dict[str, int] = {}
+        self.carried: dict[str, float] = {}
 
-    def apply(self, child_patches: Sequence[Sequence[SpanPatch]]) -> list[SpanPatch]:
-        """`child_patches[i]` are the patches of child i (in plan order)."""
+    def apply(self, child_patches: Sequence[Sequence[SpanPatch]],
+              watermarks: Mapping[str, int] | None = None) -> list[SpanPatch]:
+        """`child_patches[i]` are the patches of child i (in plan order); `watermarks`
+        are the keys' watermarks as far as every child has got (they move frontiers)."""
         touched: dict[str, None] = {}
         for i, patches in enumerate(child_patches):
             store = self.children[i]
             for p in patches:
                 store[p.key] = store.get(p.key, KeyTimeline()).with_patch(p)
                 touched[p.key] = None
-        return self._recompute(list(touched))
+        patches = self._recompute(list(touched))
+        if self.lateness is not None and watermarks:
+            for key, wm in watermarks.items():
+                self._compact(key, wm - self.lateness)
+        return patches
 
     def _recompute(self, keys: list[str]) -> list[SpanPatch]:
         if not keys:
@@ -355,24 +497,61 @@ class DerivedStep:
         frame = Frame(origin)
         sets = [to_span_set(kind, tls, frame) for kind, tls in zip(self.child_kinds, per_child)]
         spans = self.handler(self.node.expr, frame, *sets)
-        return _emit(keys, from_span_set(spans, len(keys)), self.timelines)
+        full = from_span_set(spans, len(keys))
+        new = []
+        for name, tl in zip(keys, full):
+            carried = self.carried.get(name)
+            if carried:
+                values = [None if v is None else _num(v + carried) for v in tl.values]
+                tl = KeyTimeline.model_construct(starts=tl.starts, values=values, slopes=tl.slopes)
+            frontier = self.frontiers.get(name)
+            new.append(tl if frontier is None else tl.since(frontier))
+        return _emit(keys, new, self.timelines)
+
+    def _compact(self, name: str, frontier: int) -> None:
+        old = self.frontiers.get(name)
+        if (old is not None and frontier <= old) or not isinstance(self.node.expr, _SPAN_LOCAL):
+            return
+        self.frontiers[name] = frontier
+        own = self.timelines.get(name)
+        if own is not None:
+            self.timelines[name] = own.since(frontier)
+        for store in self.children:
+            tl = store.get(name)
+            if tl is None or not tl.starts or tl.starts[0] >= frontier:
+                continue
+            i = bisect.bisect_right(tl.starts, frontier) - 1  # the span holding the frontier
+            if i == 0:
+                continue
+            if isinstance(self.node.expr, A.DurationWhere) and own is not None:
+                # The total up to where the kept part begins; own covers it: the
+                # kept part began after the last frontier, or is unchanged.
+                self.carried[name] = float(own.value_at(tl.starts[i]) or 0)
+            store[name] = KeyTimeline.model_construct(starts=tl.starts[i:], values=tl.values[i:],
+                                                      slopes=None if tl.slopes is None else tl.slopes[i:])
 
     def timeline(self, key: str) -> KeyTimeline:
+        """The key's timeline from its frontier on (what came before is final and emitted)."""
         return self.timelines.get(key, KeyTimeline())
 
     def release(self, keys: Iterable[str]) -> None:
         for key in keys:
             self.timelines.pop(key, None)
+            self.frontiers.pop(key, None)
+            self.carried.pop(key, None)
             for store in self.children:
                 store.pop(key, None)
 
     def snapshot(self) -> DerivedSnapshot:
-        return DerivedSnapshot(children=self.children, timelines=self.timelines)
+        return DerivedSnapshot(children=self.children, timelines=self.timelines, frontiers=self.frontiers,
+                               carried=self.carried)
 
     def restore(self, snap: DerivedSnapshot) -> "DerivedStep":
         if snap.children:
             self.children = [dict(c) for c in snap.children]
         self.timelines = dict(snap.timelines)
+        self.frontiers = dict(snap.frontiers)
+        self.carried = dict(snap.carried)
         return self
 
 
@@ -409,35 +588,54 @@ class BatchResult:
 
 
 class IncrementalEvaluator:
-    """Runs the steps of a plan in one process (tests, the embedded demo)."""
+    """Runs the steps of a plan in one process (tests, the embedded demo).
 
-    def __init__(self, plan: Plan):
+    With an allowed lateness, each step keeps only each key's part from its
+    frontier on; the evaluator plays the results store's part and merges every
+    node's patches into whole timelines (`timeline()`), and collects the late
+    events (`late`)."""
+
+    def __init__(self, plan: Plan, allowed_lateness_ms: int | None = None):
         self.plan = plan
         self.steps: dict[str, LeafStep | DerivedStep] = {}
         for node in plan.nodes.values():
             if node.is_leaf:
-                self.steps[node.id] = LeafStep(node)
+                self.steps[node.id] = LeafStep(node, allowed_lateness_ms)
             else:
                 kinds = [plan.nodes[c].kind for c in node.children]
-                self.steps[node.id] = DerivedStep(node, kinds)
+                self.steps[node.id] = DerivedStep(node, kinds, allowed_lateness_ms)
         self.latest: dict[str, int] = {}
+        self.published: dict[str, dict[str, KeyTimeline]] = {node_id: {} for node_id in plan.nodes}
+        self.late: list[LateEvent] = []
 
     def apply(self, batch: EventBatch) -> BatchResult:
         patches: dict[str, list[SpanPatch]] = {}
+        late_seen = False
         for node in self.plan.nodes.values():
             step = self.steps[node.id]
             if isinstance(step, LeafStep):
                 patches[node.id] = step.apply(batch)
-            else:
-                patches[node.id] = step.apply([patches[c] for c in node.children])
+                late = step.take_late()  # every leaf sees every event: keep one leaf's list
+                if not late_seen:
+                    self.late.extend(late)
+                    late_seen = True
         watermarks: dict[str, int] = {}
         for key, t in zip(batch.keys, batch.times):
             self.latest[key] = max(self.latest.get(key, t), t)
             watermarks[key] = self.latest[key]
+        for node in self.plan.nodes.values():
+            step = self.steps[node.id]
+            if isinstance(step, DerivedStep):
+                patches[node.id] = step.apply([patches[c] for c in node.children], watermarks)
+        for node_id, node_patches in patches.items():
+            sink = self.published[node_id]
+            for p in node_patches:
+                sink[p.key] = sink.get(p.key, KeyTimeline()).with_patch(p)
         return BatchResult(patches=patches, watermarks=watermarks)
 
     def timeline(self, key: str, node_id: str | None = None) -> KeyTimeline:
-        return self.steps[node_id or self.plan.root].timeline(key)
+        """The key's whole timeline at a node: every patch the node emitted, merged."""
+        return self.published[node_id or self.plan.root].get(key, KeyTimeline())
 
     def keys(self) -> list[str]:
         return list(self.latest)

@@ -27,6 +27,18 @@ MAX_EXPRESSION_CHARS = 100_000
 MAX_EXPRESSION_DEPTH = 200
 MAX_STRING_CONSTANT_CHARS = 10_000
 
+# Allowed lateness of a registration (event time behind a key's latest event):
+# the default, and the most a registration may ask (each node keeps a key's
+# events and spans within it, so it bounds the state per key).
+DEFAULT_ALLOWED_LATENESS_S = 60.0
+MAX_ALLOWED_LATENESS_S = 86_400.0
+
+# A node workflow's state (its continue-as-new input): Temporal refuses payloads
+# over 2 MB by default, so a node keeps under half of that (a registration may
+# set less, never more than MAX_STATE_BYTES).
+DEFAULT_MAX_STATE_BYTES = 1_000_000
+MAX_STATE_BYTES = 1_500_000
+
 # One HTTP request body to the API.
 MAX_REQUEST_BYTES = 1_048_576
 

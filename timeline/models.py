@@ -17,13 +17,20 @@ from pydantic import (
     model_validator,
 )
 
-from timeline.dsl.compiler import Plan
-from timeline.dsl.limits import DEDUPE_WINDOW
 from timeline.dsl.aggregate import AggregateSeries, group_leaf_id, runtime_plan
+from timeline.dsl.compiler import Plan
+from timeline.dsl.limits import (
+    DEDUPE_WINDOW,
+    DEFAULT_ALLOWED_LATENESS_S,
+    DEFAULT_MAX_STATE_BYTES,
+    MAX_ALLOWED_LATENESS_S,
+    MAX_STATE_BYTES,
+)
 from timeline.dsl.incremental import (
     DerivedSnapshot,
     EventBatch,
     KeyTimeline,
+    LateEvent,
     LeafSnapshot,
     SpanPatch,
 )
@@ -59,6 +66,13 @@ class TimelineSpec(BaseModel):
     sources: tuple[SourceSpec, ...] = Field(min_length=1)
     shards: int = Field(default=4, ge=1, le=1024)
     idle_timeout_s: float = Field(default=1800.0, gt=0)
+    # How far (event time) behind a key's latest event an event may still arrive
+    # and be applied; an older one is side-output as "late". It bounds what a node
+    # keeps per key (README: Bounded state and late events).
+    allowed_lateness_s: float = Field(default=DEFAULT_ALLOWED_LATENESS_S, ge=0, le=MAX_ALLOWED_LATENESS_S)
+    # The most state a node workflow of this timeline should carry (its continue-as-new
+    # input): past it the node reports "state_over_limit" (GET /timelines/NAME health).
+    max_state_bytes: int = Field(default=DEFAULT_MAX_STATE_BYTES, ge=16_384, le=MAX_STATE_BYTES)
     results_topic: str | None = None
     # Which registration under this name: set when it is saved, new each time the name is
     # registered again after a removal. It is part of the workflow ids, and the feeder,
@@ -73,6 +87,10 @@ class TimelineSpec(BaseModel):
     # it is); "earliest", all the topic retains; or an epoch-ms time (messages published from then on).
     # A start other than live gives the timeline a subscription of its own (feeder/backfill.py).
     start_from: Literal["earliest"] | int | None = None
+
+    @property
+    def allowed_lateness_ms(self) -> int:
+        return int(self.allowed_lateness_s * 1000)
 
     @property
     def plan(self) -> Plan:
@@ -286,6 +304,7 @@ class NodeInput(BaseModel):
     events_applied: int = 0                         # leaf: events applied, over all runs (never twice)
     duplicates_skipped: int = 0                     # leaf: redelivered events recognised and skipped
     events_rejected: int = 0                        # events or batches that could not be applied (logged)
+    largest_carried_bytes: int = 0                  # the largest continue-as-new input so far (bytes)
     watermarks: dict[str, int] = {}
     last_seen: dict[str, float] = {}                # key -> workflow time (s) of its last change
     continue_as_new_after: int | None = None        # batches per run (tests); None: when Temporal suggests
@@ -311,6 +330,23 @@ class ResultsBatch(BaseModel):
     generation: str = ""                  # the registration's: the store skips another generation's batch
 
 
+class LateBatch(BaseModel):
+    """Events a leaf did not apply, for the side output: `reason` is "late" (older than
+    the key's watermark minus the allowed lateness)."""
+
+    timeline: str
+    shard: int
+    node_id: str
+    reason: str
+    events: list[LateEvent]
+    topic: str
+
+
+def side_output_topic(spec: TimelineSpec) -> str:
+    """Where a timeline's late (and over-capacity) events go."""
+    return f"{spec.results_topic_name}-late"
+
+
 class NodeStatus(BaseModel):
     """A node workflow's answer to the `status` query."""
 
@@ -325,6 +361,10 @@ class NodeStatus(BaseModel):
     duplicates_skipped: int = 0
     events_rejected: int = 0
     generation: str = ""
+    late_events: int = 0          # leaf: events side-output as late (older than the allowed lateness)
+    max_state_bytes: int = 0      # the registration's limit on state_bytes
+    largest_carried_bytes: int = 0  # the largest state carried into continue-as-new so far
+    health: str = "ok"            # "ok", or "state_over_limit" (more live keys than the shard holds)
 
 
 class KeyAnswer(BaseModel):

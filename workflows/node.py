@@ -5,7 +5,10 @@ queued as one step of the pure evaluator (dsl.incremental), sends its span
 changes to each parent in one signal, and, at the root, hands them to the
 publish activity. Keys idle past the timeline's idle timeout are closed (the
 root emits their final timelines) and released. The run continues as new when
-Temporal suggests it, carrying only live state.
+Temporal suggests it, carrying only live state: per key, only what the
+registration's allowed lateness can still change (the pure steps compact it;
+what is final was sent on). Events later than that are side-output as "late" by
+one leaf of each shard (every leaf sees the same events).
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ with workflow.unsafe.imports_passed_through():
         DerivedStep,
         EventBatch,
         KeyTimeline,
+        LateEvent,
         LeafStep,
         SpanPatch,
     )
+    from timeline.dsl.limits import MAX_SIGNAL_BYTES
     from timeline.models import (
         AppliedPositions,
         EventBatchSignal,
         KeyAnswer,
+        LateBatch,
         NodeInput,
         NodeStatus,
         PatchSignal,
@@ -37,12 +43,18 @@ with workflow.unsafe.imports_passed_through():
         aggregate_destinations,
         node_workflow_id,
         partition_name,
+        side_output_topic,
     )
 
-STATE_WARN_BYTES = 1_000_000  # Temporal's payload limit is 2 MB
 PUBLISH_TIMEOUT = timedelta(seconds=60)
 PUBLISH = "publish"
 REGISTRATION_CHECK_TIMEOUT = timedelta(seconds=30)
+SIDE_OUTPUT = "side-output"
+# Measuring the state serialises it: do it every few batches, not on each.
+MEASURE_EVERY_BATCHES = 16
+# A node carries at most this times its registration's max_state_bytes into
+# continue-as-new (1.5 MB by default, under Temporal's 2 MB payload limit).
+CARRY_FACTOR = 1.5
 
 
 class _Outbox:
@@ -52,6 +64,7 @@ class _Outbox:
         self.patches: list[SpanPatch] = []
         self.watermarks: dict[str, int] = {}
         self.closed: dict[str, KeyTimeline] = {}
+        self.late: list[LateEvent] = []   # the side output's box
 
     def add(self, patches, watermarks, closed) -> None:
         self.patches.extend(patches)  # in order: a receiver applies them one after another
@@ -60,7 +73,7 @@ class _Outbox:
         self.closed.update(closed)
 
     def __bool__(self) -> bool:
-        return bool(self.patches or self.watermarks or self.closed)
+        return bool(self.patches or self.watermarks or self.closed or self.late)
 
 
 # Not sandboxed: the node runs only the pure, deterministic algebra (dsl/), and
@@ -82,6 +95,9 @@ class TimelineNodeWorkflow:
         self.outbox: dict[str, _Outbox] = {}
         self.sending = 0
         self.applied = AppliedPositions()
+        self.state_bytes = 0
+        self.measured_at = 0
+        self.deferred_until = 0   # continue-as-new put off (state too large to carry) until this batch
 
     # --- handlers: record only ---------------------------------------------------
     @workflow.signal(name="events")
@@ -98,9 +114,18 @@ class TimelineNodeWorkflow:
 
     @workflow.query(name="timeline")
     def timeline(self, key: str) -> KeyAnswer:
+        """The key's timeline from its frontier on (before it, it is final and published)."""
         assert self.step is not None and self.input is not None
         return KeyAnswer(key=key, node_id=self.input.node_id, timeline=self.step.timeline(key),
                          watermark=self.input.watermarks.get(key))
+
+    @workflow.query(name="timelines")
+    def timelines(self, keys: list[str]) -> list[KeyAnswer]:
+        """Many keys in one query (bulk reads); keys the node does not hold are left out."""
+        assert self.step is not None and self.input is not None
+        held = self.step.timelines
+        return [KeyAnswer(key=k, node_id=self.input.node_id, timeline=held[k], watermark=self.input.watermarks.get(k))
+                for k in keys if k in held]
 
     @workflow.query(name="keys")
     def keys(self) -> list[str]:
@@ -109,12 +134,16 @@ class TimelineNodeWorkflow:
     @workflow.query(name="status")
     def status(self) -> NodeStatus:
         assert self.step is not None and self.input is not None
+        size = len(self._next_input().model_dump_json())
+        limit = self.input.spec.max_state_bytes
         return NodeStatus(node_id=self.input.node_id, shard=self.input.shard, keys=len(self.step.timelines),
                           seq=self.input.seq, batches_applied=self.batches_applied,
-                          events_applied=self.input.events_applied,
-                          state_bytes=len(self._next_input().model_dump_json()), run_batches=self.run_batches,
+                          events_applied=self.input.events_applied, state_bytes=size, run_batches=self.run_batches,
                           duplicates_skipped=self.input.duplicates_skipped,
-                          events_rejected=self.input.events_rejected, generation=self.input.spec.generation)
+                          events_rejected=self.input.events_rejected, generation=self.input.spec.generation,
+                          late_events=getattr(self.step, "late_events", 0), max_state_bytes=limit,
+                          largest_carried_bytes=self.input.largest_carried_bytes,
+                          health="ok" if size <= limit else "state_over_limit")
 
     # --- the main loop ---------------------------------------------------------------
     @workflow.run
@@ -139,18 +168,24 @@ class TimelineNodeWorkflow:
         self.node = node
         self.parents = [node_workflow_id(inp.spec, p, inp.shard) for p in plan.parents(node.id)]
         self.is_root = node.id == plan.root
+        lateness = inp.spec.allowed_lateness_ms
         if node.is_leaf:
-            self.step = LeafStep(node)
+            self.step = LeafStep(node, lateness)
             if inp.leaf_state is not None:
                 self.step.restore(inp.leaf_state)
         else:
-            self.step = DerivedStep(node, [plan.nodes[c].kind for c in node.children])
+            self.step = DerivedStep(node, [plan.nodes[c].kind for c in node.children], lateness)
             if inp.derived_state is not None:
                 self.step.restore(inp.derived_state)
+        # Every leaf of a shard sees the same events, so the same ones are late at each:
+        # the first leaf reports them.
+        self.reports_late = node.is_leaf and node.id == plan.leaves[0].id
         idle_timer = asyncio.create_task(self._idle_clock())
         # An aggregated timeline's root and group-by leaf also feed their shard's partial aggregate.
         destinations = (self.parents or ([PUBLISH] if self.is_root else [])) + aggregate_destinations(
             inp.spec, node.id, inp.shard)
+        if self.reports_late:
+            destinations = destinations + [SIDE_OUTPUT]
         self.outbox = {d: _Outbox() for d in destinations}
         senders = [asyncio.create_task(self._sender(d)) for d in destinations]
         try:
@@ -171,7 +206,14 @@ class TimelineNodeWorkflow:
                         lambda: workflow.all_handlers_finished() and not self.sending
                         and not any(self.outbox.values()))
                     if not (self.pending_events or self.pending_patches):
-                        self._warn_if_large()
+                        self._measure()
+                        if self.state_bytes > CARRY_FACTOR * inp.spec.max_state_bytes:
+                            # Carrying this much could pass the server's payload limit and fail the
+                            # task on every retry: keep serving in this run (health says why) and
+                            # try again later, when closed keys may have made room.
+                            self.deferred_until = self.run_batches + MEASURE_EVERY_BATCHES
+                            continue
+                        inp.largest_carried_bytes = max(inp.largest_carried_bytes, self.state_bytes)
                         workflow.continue_as_new(self._next_input())
         finally:
             idle_timer.cancel()
@@ -186,10 +228,26 @@ class TimelineNodeWorkflow:
                 self.idle_due = True
 
     def _should_continue_as_new(self) -> bool:
+        if self.run_batches < self.deferred_until:
+            return False
         limit = self.input.continue_as_new_after  # type: ignore[union-attr]
         if limit is not None and self.run_batches >= limit:
             return True
+        if self.run_batches and self.run_batches % MEASURE_EVERY_BATCHES == 0 and self.run_batches != self.measured_at:
+            self.measured_at = self.run_batches
+            self._measure()
         return workflow.info().is_continue_as_new_suggested()
+
+    def _measure(self) -> None:
+        """The state's size; past the registration's limit, say so (once per crossing)."""
+        size = len(self._next_input().model_dump_json())
+        limit = self.input.spec.max_state_bytes  # type: ignore[union-attr]
+        if size > limit >= self.state_bytes:
+            workflow.logger.warning(
+                "timeline %s node %s shard %d holds %d bytes of state, over its limit of %d: more live keys "
+                "than a shard holds (README: capacity model); register the timeline with more shards",
+                self.input.spec.name, self.node.id, self.input.shard, size, limit)  # type: ignore[union-attr]
+        self.state_bytes = size
 
     # --- applying what arrived ---------------------------------------------------------
     def _apply_pending(self) -> None:
@@ -198,8 +256,12 @@ class TimelineNodeWorkflow:
         now = workflow.now().timestamp()
         if isinstance(self.step, LeafStep):
             batch = self._fresh_events()
-            patches = self._guarded(self.step.apply, batch, len(batch)) if len(batch) else []
+            patches = self._guarded(len(batch), self.step.apply, batch) if len(batch) else []
             inp.events_applied += len(batch)
+            late = self.step.take_late()
+            if late and self.reports_late:
+                box = self.outbox[SIDE_OUTPUT]
+                box.late.extend(late)
             for key, t in zip(batch.keys, batch.times):
                 if t > inp.watermarks.get(key, t - 1):
                     inp.watermarks[key] = t
@@ -207,7 +269,7 @@ class TimelineNodeWorkflow:
             watermarks = {k: inp.watermarks[k] for k in touched}
         else:
             per_child, watermarks = self._fresh_patches()
-            patches = self._guarded(self.step.apply, per_child, 0)
+            patches = self._guarded(0, self.step.apply, per_child, watermarks)
             touched = {p.key for p in patches}
             for key, wm in watermarks.items():
                 inp.watermarks[key] = wm
@@ -217,12 +279,12 @@ class TimelineNodeWorkflow:
             return
         self._send(patches, watermarks, {})
 
-    def _guarded(self, apply, arg, n_events: int) -> list[SpanPatch]:
+    def _guarded(self, n_events: int, apply, *args) -> list[SpanPatch]:
         """One step of the pure evaluator; a failure is logged and counted, never a failed
         workflow task (which Temporal would retry forever, stopping the shard). The feeder
         and _fresh_events keep known poison out; this is the last line."""
         try:
-            return apply(arg)
+            return apply(*args)
         except Exception as exc:  # noqa: BLE001 - any bug or bad value: the stream goes on
             self.input.events_rejected += max(1, n_events)
             workflow.logger.error("timeline %s node %s shard %d could not apply a batch (%s: %s); skipped",
@@ -281,6 +343,7 @@ class TimelineNodeWorkflow:
         children = list(self.node.children)
         per_child: list[list[SpanPatch]] = [[] for _ in children]
         child_wm = inp.child_watermarks
+        moved: dict[str, None] = {}
         for signal in self.pending_patches:
             if signal.seq <= inp.child_seq.get(signal.child, 0):
                 continue  # already applied (a redelivered signal)
@@ -290,16 +353,20 @@ class TimelineNodeWorkflow:
                     per_child[i].extend(signal.patches)
             for key, wm in signal.watermarks.items():
                 child_wm.setdefault(key, {})[signal.child] = wm
+                moved[key] = None
         self.pending_patches.clear()
-        # A derived node is final only up to its least progressed child.
-        watermarks = {k: min(v.values()) for k, v in child_wm.items() if len(v) == len(set(children))}
+        # A derived node is final only up to its least progressed child. Only the keys whose
+        # watermarks came in now: sending every key's each batch made signals grow with the keys.
+        n_children = len(set(children))
+        watermarks = {k: min(v.values()) for k in moved if len(v := child_wm[k]) == n_children}
         return per_child, watermarks
 
     def _send(self, patches: list[SpanPatch], watermarks: dict[str, int], closed: dict[str, KeyTimeline]) -> None:
         self.batches_applied += 1
         self.run_batches += 1
-        for box in self.outbox.values():
-            box.add(patches, watermarks, closed)
+        for destination, box in self.outbox.items():
+            if destination != SIDE_OUTPUT:
+                box.add(patches, watermarks, closed)
 
     async def _sender(self, destination: str) -> None:
         """Sends what piles up for one destination, one signal (or publish) at a time, in order."""
@@ -309,10 +376,19 @@ class TimelineNodeWorkflow:
             box = box_of[destination]
             box_of[destination] = _Outbox()
             inp = self.input
-            inp.seq += 1
+            if destination != SIDE_OUTPUT:  # the seq orders what parents and the store apply
+                inp.seq += 1
             self.sending += 1
             try:
-                if destination == PUBLISH:
+                if destination == SIDE_OUTPUT:
+                    await workflow.execute_local_activity(
+                        "publish_side_output",
+                        LateBatch(timeline=inp.spec.name, shard=inp.shard, node_id=self.node.id, reason="late",
+                                  events=box.late, topic=side_output_topic(inp.spec)),
+                        start_to_close_timeout=PUBLISH_TIMEOUT,
+                        retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+                    )
+                elif destination == PUBLISH:
                     # A local activity: runs in this worker, no server round trip to schedule it.
                     await workflow.execute_local_activity(
                         "publish_results",
@@ -323,11 +399,33 @@ class TimelineNodeWorkflow:
                         retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
                     )
                 else:
-                    signal = PatchSignal(child=self.node.id, seq=inp.seq, patches=box.patches,
-                                         watermarks=box.watermarks, closed=list(box.closed))
-                    await workflow.get_external_workflow_handle(destination).signal("patches", signal)
+                    handle = workflow.get_external_workflow_handle(destination)
+                    for signal in self._patch_signals(box):
+                        await handle.signal("patches", signal)
             finally:
                 self.sending -= 1
+
+    def _patch_signals(self, box: _Outbox) -> list[PatchSignal]:
+        """The box as one signal, or several in order when it would pass the signal size
+        limit (Temporal refuses a payload over its blob limit); each takes its own seq."""
+        inp = self.input
+        whole = PatchSignal(child=self.node.id, seq=inp.seq, patches=box.patches, watermarks=box.watermarks,
+                            closed=list(box.closed))
+        size = len(whole.model_dump_json())
+        if size <= MAX_SIGNAL_BYTES or len(box.patches) <= 1:
+            return [whole]
+        parts = -(-size // MAX_SIGNAL_BYTES) + 1
+        step = -(-len(box.patches) // parts)
+        signals = []
+        for lo in range(0, len(box.patches), step):
+            last = lo + step >= len(box.patches)
+            if lo:
+                inp.seq += 1
+            # Watermarks and closed keys go with the last part: after every patch they follow.
+            signals.append(PatchSignal(child=self.node.id, seq=inp.seq, patches=box.patches[lo:lo + step],
+                                       watermarks=box.watermarks if last else {},
+                                       closed=list(box.closed) if last else []))
+        return signals
 
     def _close_idle(self) -> None:
         inp = self.input
@@ -351,11 +449,3 @@ class TimelineNodeWorkflow:
         if isinstance(self.step, LeafStep):
             update.update(applied_positions=self.applied.saved(), applied={})
         return inp.model_copy(update=update)
-
-    def _warn_if_large(self) -> None:
-        size = len(self._next_input().model_dump_json())
-        if size > STATE_WARN_BYTES:
-            workflow.logger.warning(
-                "timeline %s node %s shard %d carries %d bytes of state into continue-as-new "
-                "(Temporal's payload limit is 2 MB): register the timeline with more shards",
-                self.input.spec.name, self.node.id, self.input.shard, size)

@@ -43,7 +43,8 @@ async def run_worker(temporal: str, store_url: str, pulsar_url: str | None, task
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         worker = Worker(client, task_queue=task_queue,
                         workflows=[TimelineNodeWorkflow, PartialAggregateWorkflow, AggregateWorkflow],
-                        activities=[activities.publish_results, activities.registration_is_current],
+                        activities=[activities.publish_results, activities.registration_is_current,
+                                    activities.publish_side_output],
                         activity_executor=pool,
                         workflow_runner=workflow_runner())
         async with worker:

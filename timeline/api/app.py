@@ -42,6 +42,8 @@ log = logging.getLogger("timeline.api")
 
 
 from timeline.api.aggregate import router as aggregate_router
+from timeline.api import bulk
+from timeline.api.bulk import TimelineStatusOut, describe_with_health
 from timeline.api.errors import ApiError, _install_error_handlers, _responses
 from timeline.api.limits import RequestBodyLimit
 from timeline.api.intake import router as intake_router
@@ -54,7 +56,6 @@ from timeline.api.models import (
     RegisterIn,
     RemovedOut,
     TimelineListOut,
-    TimelineOut,
     TreeNodeOut,
     TreeOut,
     ValueOut,
@@ -65,7 +66,6 @@ from timeline.api.services import (
     _plan_out,
     _spans,
     _time,
-    _timeline_out,
     _workflows_out,
 )
 
@@ -112,6 +112,7 @@ def create_app(endpoints: Endpoints) -> FastAPI:
     install_ui(app)                # /ui (the explain page), /docs, /redoc
     app.include_router(intake_router)  # POST /v1/events (EventGate-compatible)
     app.include_router(aggregate_router)
+    app.include_router(bulk.router)  # many keys at once: GET/POST /timelines/{name}/results
 
     @app.get("/timelines", response_model=TimelineListOut, summary="List registered timelines")
     async def list_timelines() -> TimelineListOut:
@@ -130,7 +131,8 @@ def create_app(endpoints: Endpoints) -> FastAPI:
         spec, plan = build_spec(body.name, body.expression, body.source_topic, body.key_path, body.time_path,
                                 body.shards, body.idle_timeout_s,
                                 sources=[(s.topic, s.key_path, s.time_path) for s in body.sources or []],
-                                start_from=start_option(body.start_from))
+                                start_from=start_option(body.start_from),
+                                allowed_lateness_s=body.allowed_lateness_s, max_state_bytes=body.max_state_bytes)
         client = await services.temporal()  # before saving: no registration without its workflows
         try:
             created, tree, spec = await register_spec(client, services.store, spec)
@@ -141,10 +143,10 @@ def create_app(endpoints: Endpoints) -> FastAPI:
             response.status_code = 200
         return RegisteredOut(spec=spec, plan=_plan_out(plan), workflows=_workflows_out(tree), created=created)
 
-    @app.get("/timelines/{name}", response_model=TimelineOut, responses=_responses(404),
-             summary="A timeline's registration, plan and workflow tree")
-    async def describe(name: str) -> TimelineOut:
-        return _timeline_out(services.spec(name))
+    @app.get("/timelines/{name}", response_model=TimelineStatusOut, responses=_responses(404),
+             summary="A timeline's registration, plan, workflow tree and health")
+    async def describe(name: str) -> TimelineStatusOut:
+        return await describe_with_health(services, services.spec(name))
 
     @app.delete("/timelines/{name}", response_model=RemovedOut, responses=_responses(404, 503),
                 summary="Stop a timeline's workflows and delete it and its results")

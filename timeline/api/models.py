@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from timeline.dsl.limits import DEFAULT_ALLOWED_LATENESS_S, DEFAULT_MAX_STATE_BYTES
 from timeline.models import TimelineSpec
 
 # --- response models ------------------------------------------------------------------------
@@ -52,6 +53,12 @@ class RegisterIn(BaseModel):
     start_from: str | None = Field(None, description="where the timeline starts reading: live (the default: "
                                                      "from where the shared feeder is), earliest (replay what the "
                                                      "topic retains, then live), or a time (epoch ms or ISO-8601)")
+    allowed_lateness_s: float = Field(DEFAULT_ALLOWED_LATENESS_S, description=(
+        "apply an event up to this many seconds (event time) behind its key's latest event; an older one is "
+        "side-output as late and counted"))
+    max_state_bytes: int = Field(DEFAULT_MAX_STATE_BYTES, description=(
+        "the most state one node workflow should carry; past it the timeline's health says state_over_limit "
+        "(register with more shards)"))
 
 
 class PlanNodeOut(BaseModel):

@@ -167,7 +167,9 @@ class Services:
         if stored is None or not stored.closed:
             live = await self.query(spec, key)
             if live is not None and live.timeline.starts:
-                return _Answer(live.timeline, live.watermark, "live", False)
+                # The root holds the key from its frontier on; what came before is final and in the store.
+                before = stored.timeline if stored is not None else KeyTimeline()
+                return _Answer(before.then(live.timeline), live.watermark, "live", False)
             stored = self.store.result(spec.name, key)  # it may have closed meanwhile
         if stored is None:
             raise ApiError(404, _no_key(spec, key))

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from timeline.dsl.limits import DEFAULT_ALLOWED_LATENESS_S
 from timeline.cli.evaluate import read_expression
 from timeline.dsl.compiler import Plan
 from timeline.dsl.errors import UsageError
@@ -159,7 +160,8 @@ def register_command(args: argparse.Namespace) -> int:
         sources.insert(0, (args.topic, args.key, args.time, args.schema))
     spec, plan = build_spec(args.name, read_expression(args.expr), sources=sources, shards=args.shards,
                             idle_timeout_s=duration_option_s(args.idle_timeout, "--idle-timeout"),
-                            start_from=start_option(args.start_from))
+                            start_from=start_option(args.start_from),
+                            allowed_lateness_s=duration_option_s(args.allowed_lateness, "--allowed-lateness"))
     if args.dry_run:
         return asyncio.run(_dry_run(ep, spec, plan, args))
     return asyncio.run(_register(ep, spec, plan, args.continue_as_new_after))
@@ -388,6 +390,9 @@ def add_register_options(r: argparse.ArgumentParser) -> None:
                         "shared feeder is, so events produced before registering are not seen), `earliest` "
                         "(replay all the topic retains, then go on live) or a TIME (epoch ms or ISO-8601: "
                         "messages published from then on)")
+    r.add_argument("--allowed-lateness", default=f"{DEFAULT_ALLOWED_LATENESS_S:g}s",
+                   help="apply an event up to this far (event time) behind its key's latest event; an older one "
+                        f"goes to the side output as late (default {DEFAULT_ALLOWED_LATENESS_S:g}s)")
     r.add_argument("--dry-run", action="store_true",
                    help="send one sample event through a throw-away copy of the tree, print the result, clean up")
     r.add_argument("--sample-event", metavar="JSON", help="the event for --dry-run (default: made from EXPR)")

@@ -46,7 +46,8 @@ def pydantic_message(exc: ValueError) -> str:
 def build_spec(name: str, expression: str, topic: str | None = None, key: str | None = None,
                time: str | None = None, shards: int = 4, idle_timeout_s: float = 1800.0,
                sources: list[tuple] | None = None, schema: str | None = None,
-               start_from: str | int | None = None) -> tuple[TimelineSpec, Plan]:
+               start_from: str | int | None = None, allowed_lateness_s: float | None = None,
+               max_state_bytes: int | None = None) -> tuple[TimelineSpec, Plan]:
     """Check and build a registration as `register` does: key and time paths, then the expression
     (a DslError before anything is registered), then the fields (a UsageError saying which one).
     One source (topic, key, time), or several (`sources`)."""
@@ -57,8 +58,10 @@ def build_spec(name: str, expression: str, topic: str | None = None, key: str | 
         split_key_paths(k), split_path(t)
     plan = plan_for(expression)  # spec.plan reads the same compiled plan
     try:
+        optional = {k: v for k, v in (("allowed_lateness_s", allowed_lateness_s),
+                                      ("max_state_bytes", max_state_bytes)) if v is not None}
         spec = TimelineSpec(name=name, expression=expression, shards=shards, idle_timeout_s=idle_timeout_s,
-                            start_from=start_from,
+                            start_from=start_from, **optional,
                             sources=[{"topic": tp, "key_path": k, "time_path": t, "schema_title": sc}
                                      for tp, k, t, sc in sources])
     except ValueError as exc:

@@ -459,8 +459,12 @@ def start_temporal(
     headless: bool = True,
     timeout: float = TEMPORAL_START_TIMEOUT,
     die_with_parent: bool = False,
+    dynamic_config: dict[str, str] | None = None,
 ) -> ServerProcess:
     """Start a Temporal dev server whose state lives in state_dir/temporal.db.
+
+    `dynamic_config` sets server limits (`{"limit.blobSize.error": "262144"}`: tests
+    that payload sizes are kept under a small limit).
 
     Restarting on the same state_dir keeps every workflow (SQLite persistence).
     Returns once a real client can connect and sees `namespace`. With
@@ -488,6 +492,8 @@ def start_temporal(
     ]  # fmt: skip
     if headless:
         argv.append("--headless")
+    for name, value in (dynamic_config or {}).items():
+        argv += ["--dynamic-config-value", f"{name}={value}"]
     if namespace != "default":  # "default" always exists; others must be created at launch
         argv += ["--namespace", namespace]
     proc, offset = _launch("temporal", argv, log_path, cwd=state_dir, die_with_parent=die_with_parent)

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from timeline.dsl.errors import TimelineError
-from timeline.dsl.incremental import KeyTimeline
+from timeline.dsl.incremental import KeyTimeline, SpanPatch
 from timeline.models import ResultsBatch, TimelineSpec
 
 
@@ -54,13 +54,18 @@ class ResultsStore(ABC):
         """Forget a registration and its results (UnknownTimeline if absent)."""
 
     @abstractmethod
-    def apply_results(self, batch: ResultsBatch) -> bool:
+    def apply_results(self, batch: ResultsBatch) -> list[SpanPatch] | None:
         """Apply a root batch: patch each key's timeline, record watermarks and closed keys.
         Idempotent: applying the same batch again changes nothing; a batch older than the
-        last one applied (per timeline and shard) is skipped. A batch whose `generation`
-        is not the registered one's (a removed registration's workflows still publishing),
-        or of a timeline no longer registered, is skipped and False returned (checked in
-        the same transaction as the write); True otherwise."""
+        last one applied (per timeline and shard) is skipped. A closed key's timeline is
+        merged (the root holds only its part from the frontier on). A patch reaching before
+        a closed key's watermark is not applied (the closed result is final; the key came
+        back with a late event and without its history): returned, for the side output.
+        A batch whose `generation` is not the registered one's (a removed registration's
+        workflows still publishing), or of a timeline no longer registered, is skipped and
+        None returned (checked in the same transaction as the write).
+
+        Returns None (skipped: not this registration) or the refused late patches."""
 
     def is_current(self, name: str, generation: str) -> bool:
         """Is `name` registered, with this generation?"""

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from timeline.dsl.incremental import KeyTimeline
+from timeline.dsl.incremental import KeyTimeline, SpanPatch
 from timeline.models import ResultsBatch, TimelineSpec
 from timeline.store.base import (
     ResultsStore,
@@ -112,7 +112,7 @@ class SqliteStore(ResultsStore):
         if cur.rowcount == 0:
             raise UnknownTimeline(name)
 
-    def apply_results(self, batch: ResultsBatch) -> bool:
+    def apply_results(self, batch: ResultsBatch) -> list[SpanPatch] | None:
         c = self._conn()
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -120,7 +120,7 @@ class SqliteStore(ResultsStore):
                                    "WHERE name = ?", (batch.timeline,)).fetchone()
             if registered is None or registered[0] != batch.generation:
                 c.execute("COMMIT")
-                return False
+                return None
             row = c.execute("SELECT seq FROM applied WHERE timeline = ? AND shard = ?",
                             (batch.timeline, batch.shard)).fetchone()
             # Skip only a batch older than the last one applied. The same seq comes again
@@ -129,11 +129,17 @@ class SqliteStore(ResultsStore):
             # be applied again, or those changes are lost.
             if row is not None and row[0] > batch.seq:
                 c.execute("COMMIT")
-                return True
+                return []
             now = time.time()
+            refused: list[SpanPatch] = []
             for patch in batch.patches:
-                cur = c.execute("SELECT spans FROM results WHERE timeline = ? AND key = ?",
+                cur = c.execute("SELECT spans, closed, watermark FROM results WHERE timeline = ? AND key = ?",
                                 (batch.timeline, patch.key)).fetchone()
+                if cur and cur[1] and cur[2] is not None and patch.since < cur[2]:
+                    # The key closed, and this change reaches into its final result: the workflows
+                    # no longer hold its history, so it is a partial one. Refused as late.
+                    refused.append(patch)
+                    continue
                 old = KeyTimeline.model_validate_json(cur[0]) if cur else KeyTimeline()
                 new = old.with_patch(patch)
                 c.execute(
@@ -144,10 +150,21 @@ class SqliteStore(ResultsStore):
                     (batch.timeline, patch.key, batch.shard, new.model_dump_json(),
                      batch.watermarks.get(patch.key), batch.seq, now),
                 )
+            refused_keys = {p.key for p in refused}
             for key, wm in batch.watermarks.items():
-                c.execute("UPDATE results SET watermark = ? WHERE timeline = ? AND key = ?",
-                          (wm, batch.timeline, key))
+                if key not in refused_keys:
+                    c.execute("UPDATE results SET watermark = MAX(COALESCE(watermark, ?), ?) WHERE timeline = ? "
+                              "AND key = ?", (wm, wm, batch.timeline, key))
             for key, final in batch.closed.items():
+                # The root holds a key's timeline from its frontier on only (before it, it was
+                # published already): merge it, never replace the history with it.
+                cur = c.execute("SELECT spans, closed, watermark FROM results WHERE timeline = ? AND key = ?",
+                                (batch.timeline, key)).fetchone()
+                if key in refused_keys or (cur and cur[1] and cur[2] is not None and final.starts
+                                           and final.starts[0] < cur[2]):
+                    continue  # a key that came back late and closed again: its first result stands
+                old = KeyTimeline.model_validate_json(cur[0]) if cur else KeyTimeline()
+                final = old.then(final)
                 c.execute(
                     "INSERT INTO results (timeline, key, shard, spans, watermark, closed, seq, updated_at) "
                     "VALUES (?, ?, ?, ?, NULL, 1, ?, ?) ON CONFLICT (timeline, key) DO UPDATE SET "
@@ -157,7 +174,7 @@ class SqliteStore(ResultsStore):
             c.execute("INSERT INTO applied VALUES (?, ?, ?) ON CONFLICT (timeline, shard) DO UPDATE SET seq = "
                       "excluded.seq", (batch.timeline, batch.shard, batch.seq))
             c.execute("COMMIT")
-            return True
+            return refused
         except BaseException:
             if c.in_transaction:
                 c.execute("ROLLBACK")
