@@ -16,7 +16,6 @@ feeder processes), all still live (idle timeout 1h) when measured. Prints:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import sys
 import tempfile

@@ -70,7 +70,7 @@ def test_event_checks():
     assert value_problem({"a": -(2**63), "b": 2**63 - 1, "c": [1.5, None, True, "s"]}) is None
     assert "not finite" in value_problem({"a": float("inf")})
     assert time_problem(MIN_TIME_MS) is None and time_problem(MAX_TIME_MS) is None
-    assert "outside" in time_problem(MAX_TIME_MS + 1) and "outside" in time_problem(MIN_TIME_MS - 1)
+    assert "out of range" in time_problem(MAX_TIME_MS + 1) and "out of range" in time_problem(MIN_TIME_MS - 1)
 
 
 def test_signals_are_split_under_the_payload_budget():

@@ -3,8 +3,17 @@ change reaching into it (a key that came back with a late event, without its his
 is refused and handed back for the side output."""
 
 from timeline.dsl.incremental import KeyTimeline, SpanPatch
-from timeline.models import ResultsBatch
+from timeline.models import ResultsBatch, TimelineSpec
 from timeline.store.sqlite import SqliteStore
+
+SPEC = TimelineSpec(name="t", expression="latest_event_to_state(s)", source_topic="e", key_path="k", time_path="t")
+
+
+def _store(tmp_path) -> SqliteStore:
+    """A store with the timeline registered: results of unregistered timelines are not kept."""
+    store = SqliteStore(tmp_path / "r.db")
+    store.register(SPEC)
+    return store
 
 
 def _batch(seq, patches=(), watermarks=None, closed=None):
@@ -13,7 +22,7 @@ def _batch(seq, patches=(), watermarks=None, closed=None):
 
 
 def test_closing_merges_the_roots_part_from_its_frontier(tmp_path):
-    store = SqliteStore(tmp_path / "r.db")
+    store = _store(tmp_path)
     store.apply_results(_batch(1, [SpanPatch(key="a", since=0, starts=[0, 5], values=["x", "y"])], {"a": 9}))
     # The root holds the key from its frontier (8) on only: closing must keep [0, 8).
     refused = store.apply_results(_batch(2, closed={"a": KeyTimeline(starts=[8], values=["y"])}))
@@ -22,7 +31,7 @@ def test_closing_merges_the_roots_part_from_its_frontier(tmp_path):
 
 
 def test_a_change_reaching_into_a_closed_result_is_refused(tmp_path):
-    store = SqliteStore(tmp_path / "r.db")
+    store = _store(tmp_path)
     store.apply_results(_batch(1, [SpanPatch(key="a", since=0, starts=[0, 10], values=["buffer", "play"])],
                                {"a": 10}))
     store.apply_results(_batch(2, closed={"a": KeyTimeline(starts=[0, 10], values=["buffer", "play"])}))

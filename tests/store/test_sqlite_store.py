@@ -51,15 +51,15 @@ def test_a_name_registered_again_starts_clean(tmp_path):
     """A removed registration's workflows may still publish: nothing of theirs is stored,
     and the new registration's seq numbers start from nothing."""
     store = _store(tmp_path, T.model_copy(update={"generation": "old"}))
-    assert store.apply_results(_batch(50, [SpanPatch(key="k", since=0, starts=[0], values=[1])], "old"))
+    assert store.apply_results(_batch(50, [SpanPatch(key="k", since=0, starts=[0], values=[1])], "old")) == []  # applied, nothing refused
     store.remove("t")
-    assert not store.apply_results(_batch(51, [SpanPatch(key="k", since=0, starts=[0], values=[7])], "old"))
+    assert store.apply_results(_batch(51, [SpanPatch(key="k", since=0, starts=[0], values=[7])], "old")) is None  # another generation's: skipped
     assert store.keys("t") == []
     new = T.model_copy(update={"expression": "has_existed(x == 2)", "generation": "new"})
     assert store.register(new) is True
     assert store.is_current("t", "new") and not store.is_current("t", "old")
-    assert not store.apply_results(_batch(52, [SpanPatch(key="old", since=0, starts=[0], values=[1])], "old"))
-    assert store.apply_results(_batch(1, [SpanPatch(key="k", since=0, starts=[0], values=[2])], "new"))
+    assert store.apply_results(_batch(52, [SpanPatch(key="old", since=0, starts=[0], values=[1])], "old")) is None  # another generation's: skipped
+    assert store.apply_results(_batch(1, [SpanPatch(key="k", since=0, starts=[0], values=[2])], "new")) == []  # applied, nothing refused
     assert store.keys("t") == ["k"] and store.result("t", "k").timeline == KeyTimeline(starts=[0], values=[2])
 
 
