@@ -10,7 +10,10 @@ Measures, in one run:
   * Temporal cost: history events of the timeline's workflows per 1,000 events
     (signals, workflow tasks, activities, timers: what the server stores);
   * the naive baseline: the same pipeline with one event per signal
-    (feeder --batch-size 1), on fewer events; the ratio of events/s.
+    (feeder --batch-size 1), on fewer events; the ratio of events/s;
+  * the machine's ceiling: the same events, as batched signals of the size the
+    feeder sends, to one workflow that does nothing, on the same dev server
+    (an in-process worker); the throughput above as a fraction of it.
 
     .venv/bin/python -m bench.streaming --sessions 2000
 """
@@ -26,8 +29,10 @@ import time
 from pathlib import Path
 
 import msgspec
+from temporalio import workflow
 
 from timeline.dsl.batch import root_timelines
+from timeline.models import EventBatchSignal
 from timeline.producers.video_sessions import generate_sessions
 from timeline.runtime import stack
 
@@ -225,6 +230,67 @@ def run_case(st: Stack, name: str, topic: str, records: list[dict], shards: int,
             "history_per_1000": hist * 1000 / len(records), "statuses": statuses}
 
 
+@workflow.defn(name="BenchSink", sandboxed=False)
+class Sink:
+    """The ceiling's workflow: counts the events it is signalled, does nothing else."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @workflow.signal(name="events")
+    def events(self, batch: EventBatchSignal) -> None:
+        self.count += len(batch.events.keys)
+
+    @workflow.query(name="count")
+    def received(self) -> int:
+        return self.count
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+
+def ceiling(address: str, records: list[dict], events_per_signal: int, concurrency: int = 8) -> dict:
+    """Events/s of batched signals carrying these events to one workflow that does nothing:
+    what this Temporal server and machine accept at best, measured like the runtime's
+    signals (the same model, the pydantic data converter, `concurrency` in flight)."""
+    from temporalio.worker import Worker
+
+    from timeline.dsl.incremental import EventBatch
+    from timeline.runtime.control import connect
+
+    signals = []
+    for lo in range(0, len(records), events_per_signal):
+        part = records[lo:lo + events_per_signal]
+        signals.append(EventBatchSignal(topic="ceiling", positions=[(0, lo + i, -1) for i in range(len(part))],
+                                        events=EventBatch(keys=[r["session_id"] for r in part],
+                                                          times=[r["ts"] for r in part],
+                                                          columns={"playerStateChange": [r.get("playerStateChange")
+                                                                                         for r in part]})))
+
+    async def go() -> dict:
+        client = await connect(address)
+        queue = f"bench-ceiling-{time.monotonic_ns()}"
+        async with Worker(client, task_queue=queue, workflows=[Sink]):
+            handle = await client.start_workflow(Sink.run, id=queue, task_queue=queue)
+            t0 = time.monotonic()
+            pending = iter(signals)
+
+            async def sender() -> None:
+                for sig in pending:
+                    await handle.signal(Sink.events, sig)
+
+            await asyncio.gather(*(sender() for _ in range(concurrency)))
+            while await handle.query(Sink.received) < len(records):
+                await asyncio.sleep(0.05)
+            elapsed = time.monotonic() - t0
+            await handle.terminate()
+        return {"events": len(records), "signals": len(signals), "seconds": elapsed,
+                "events_per_s": len(records) / elapsed}
+
+    return asyncio.run(go())
+
+
 def _pct(values: list[float], p: int) -> float:
     if not values:
         return float("nan")
@@ -265,6 +331,13 @@ def main(argv: list[str] | None = None) -> int:
               f"1,000 events")
         print(f"ratio batched / naive: {thr['events_per_s'] / naive['events_per_s']:.1f}x events/s, "
               f"{naive['history_per_1000'] / thr['history_per_1000']:.1f}x fewer history events per event")
+        per_signal = max(1, args.batch_size // args.shards)  # a full feeder batch, split over the shards
+        top = ceiling(st.temporal.address, records_for(args.sessions, 1, "c", now), per_signal)
+        print(f"ceiling (batched signals of {per_signal} events to one workflow that does nothing, same server): "
+              f"{top['events']:,} events in {top['signals']:,} signals in {top['seconds']:.1f}s "
+              f"= {top['events_per_s']:,.0f} events/s")
+        print(f"throughput as a fraction of the ceiling: {thr['events_per_s'] / top['events_per_s']:.2f} "
+              f"(the runtime sends one signal per leaf per shard per batch, and each node applies it)")
         return 0
     except NotConverged as exc:
         print(exc.code, file=sys.stderr)
