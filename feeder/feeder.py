@@ -172,9 +172,14 @@ class _Routed:
 
 
 class Feeder:
-    def __init__(self, temporal_client, pulsar_client, store: ResultsStore, settings: FeederSettings):
+    def __init__(self, temporal_client, pulsar_client, store: ResultsStore, settings: FeederSettings,
+                 reconnect=None):
         self.temporal = temporal_client
         self.pulsar = pulsar_client
+        # A new Pulsar client after a failed subscribe: a subscribe that timed out on our side
+        # may still have registered a consumer on the broker, which then holds the failover
+        # subscription with nobody reading; closing the client's connection removes it.
+        self.reconnect = reconnect
         self.store = store
         self.settings = settings
         self.stats = FeederStats()
@@ -449,6 +454,10 @@ class Feeder:
             except Exception as exc:  # _pulsar.Timeout, ConnectError, ...: the broker is away or busy
                 log.warning("subscribing to %s failed (%s: %s); retrying in %.1fs", self.settings.topic,
                             type(exc).__name__, exc, delay)
+                if self.reconnect is not None:
+                    old, self._dlq = self.pulsar, None
+                    await loop.run_in_executor(None, old.close)
+                    self.pulsar = self.reconnect()
                 await self._sleep(delay)
                 delay = min(delay * 2, 10.0)
         return None

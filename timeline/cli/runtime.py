@@ -103,13 +103,13 @@ def feeder_command(args: argparse.Namespace) -> int:
             return
         pulsar = open_client(ep.pulsar, timeout_s=15)
         store = open_store(ep.store)
-        feeder = Feeder(client, pulsar, store, settings)
+        feeder = Feeder(client, pulsar, store, settings, reconnect=lambda: open_client(ep.pulsar, timeout_s=15))
         # Timelines registered with --from read with subscriptions of their own, in this process too.
         backfills = BackfillSupervisor(client, pulsar, store, settings)
         try:
             await asyncio.gather(feeder.run(stop), backfills.run(stop))
         finally:
-            pulsar.close()
+            feeder.pulsar.close()
             store.close()
         s = feeder.stats
         logging.getLogger("timeline.feeder").info(
