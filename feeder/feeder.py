@@ -35,6 +35,7 @@ from timeline.dsl.events import (
 from timeline.dsl.incremental import EventBatch
 from timeline.models import EventBatchSignal, TimelineSpec, shard_of
 from timeline.runtime.control import send_batch
+from timeline.runtime.pulsar import SubscriptionBusy, subscribe_once
 from timeline.store.base import ResultsStore
 
 log = logging.getLogger("timeline.feeder")
@@ -53,6 +54,11 @@ class FeederSettings:
     # feeder does on purpose (only after Temporal accepted their signals). With
     # Apache Pulsar a larger queue is safe and saves round trips.
     receiver_queue: int = 1
+    # Several feeders on one topic: "exclusive" (one feeds, the others stand by) or "failover"
+    # (the broker picks one per partition); see Feeder._subscribe.
+    subscription_type: str = "exclusive"
+    consumer_name: str | None = None  # the name on the subscription (None: the client picks)
+    standby_retry_s: float = 2.0
     continue_as_new_after: int | None = None
 
     @property
@@ -142,7 +148,7 @@ class Feeder:
             routes = self.refresh_routes(force=True)
         if not routes:
             return False
-        buffers: dict[tuple[str, int], _ShardBuffer] = {}
+        buffers: dict[tuple[str, int, str], _ShardBuffer] = {}
         dead: list[tuple[Any, str, str | None]] = []
         for msg in messages:
             self.stats.messages += 1
@@ -172,9 +178,12 @@ class Feeder:
                     dead.append((msg, exc.reason, route.spec.name))
                     continue
                 shard = shard_of(key, route.spec.shards)
-                buf = buffers.get((route.spec.name, shard))
+                # Positions are per partition (each partition of a partitioned topic is its own
+                # topic with its own ledgers): one signal per partition, named by its topic.
+                where = (route.spec.name, shard, msg.topic_name())
+                buf = buffers.get(where)
                 if buf is None:
-                    buf = buffers[(route.spec.name, shard)] = _ShardBuffer(route.columns)
+                    buf = buffers[where] = _ShardBuffer(route.columns)
                 buf.add(key, t, position, event)
                 self.stats.events_routed += 1
         routed_before = sum(len(b.keys) for b in buffers.values())
@@ -184,10 +193,10 @@ class Feeder:
             self._dead_letter(dead)
         by_name = {r.spec.name: r for r in routes}
         sends = []
-        for (name, shard), buf in buffers.items():
+        for (name, shard, partition_topic), buf in buffers.items():
             route = by_name[name]
             signal = EventBatchSignal(
-                topic=messages[0].topic_name(), positions=buf.positions,
+                topic=partition_topic, positions=buf.positions,
                 events=EventBatch(keys=buf.keys, times=buf.times, columns=buf.columns),
             )
             sends.append(self._send_with_retry(route, shard, signal))
@@ -240,12 +249,9 @@ class Feeder:
 
     # --- the loop ---------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        import pulsar
-
-        consumer = self.pulsar.subscribe(
-            self.settings.topic, self.settings.subscription, consumer_type=pulsar.ConsumerType.Failover,
-            initial_position=pulsar.InitialPosition.Earliest, receiver_queue_size=self.settings.receiver_queue,
-        )
+        consumer = await self._subscribe(stop)
+        if consumer is None:
+            return
         self.refresh_routes(force=True)
         batches: queue.Queue = queue.Queue(maxsize=4)  # back-pressure on the receiver
         receiver = threading.Thread(target=self._receive, args=(consumer, batches, stop), daemon=True)
@@ -280,6 +286,47 @@ class Feeder:
             consumer.close()
             if self._dlq is not None:
                 self._dlq.close()
+
+    async def _subscribe(self, stop: asyncio.Event):
+        """The consumer, once this feeder holds the subscription (None if stopped before).
+
+        Several feeders may run on one topic; each partition's messages must be fed in order by
+        one of them at a time (leaves skip positions at or before the last one applied, per
+        partition). Exclusive (default): one feeder holds the subscription and the others stand
+        by, trying again every `standby_retry_s`; when the holder dies its connection closes and
+        a standby takes over from the first unacknowledged message. A restarted feeder never
+        takes over from a live one. Failover: the broker picks the active consumer per
+        partition (Apache Pulsar spreads partitions over feeders) and may move a partition to
+        a feeder that joins while another still has messages in flight.
+        """
+        import pulsar
+
+        kind = {"exclusive": pulsar.ConsumerType.Exclusive, "failover": pulsar.ConsumerType.Failover}
+        options = dict(consumer_type=kind[self.settings.subscription_type],
+                       initial_position=pulsar.InitialPosition.Earliest,
+                       receiver_queue_size=self.settings.receiver_queue)
+        if self.settings.consumer_name:
+            options["consumer_name"] = self.settings.consumer_name
+        waited = False
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                consumer = await loop.run_in_executor(None, lambda: subscribe_once(
+                    self.pulsar, self.settings.topic, self.settings.subscription, **options))
+            except SubscriptionBusy as exc:
+                if not waited:
+                    log.info("standing by: %s (another feeder holds it); trying again every %.0fs", exc,
+                             self.settings.standby_retry_s)
+                    waited = True
+                try:
+                    await asyncio.wait_for(stop.wait(), self.settings.standby_retry_s)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            log.info("feeding from topic %s as the %s consumer of subscription %s", self.settings.topic,
+                     self.settings.subscription_type, self.settings.subscription)
+            return consumer
+        return None
 
     def _receive(self, consumer, batches: queue.Queue, stop: asyncio.Event) -> None:
         import pulsar

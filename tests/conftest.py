@@ -9,14 +9,23 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     import pgserver  # the dev extra
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    # Not under pytest's tmp folder: running as root, pgserver runs PostgreSQL as its own
+    # unprivileged user, which must reach the data folder (pytest's is private to us).
+    folder = Path(tempfile.mkdtemp(prefix="timeline-postgres-"))
+    folder.chmod(0o755)
+    server = pgserver.get_server(folder / "data", cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
