@@ -315,8 +315,7 @@ class Feeder:
                     self.pulsar, self.settings.topic, self.settings.subscription, **options))
             except SubscriptionBusy as exc:
                 if not waited:
-                    log.info("standing by: %s (another feeder holds it); trying again every %.0fs", exc,
-                             self.settings.standby_retry_s)
+                    log.info("standing by: %s; trying again every %.0fs", exc, self.settings.standby_retry_s)
                     waited = True
                 try:
                     await asyncio.wait_for(stop.wait(), self.settings.standby_retry_s)

@@ -94,11 +94,11 @@ def subscribe_once(client, topic: str, subscription: str, **options):
 
     import pulsar
 
-    for _ in range(random.randrange(0, 64)):
-        client.subscribe(f"non-persistent://public/default/__timeline-consumer-ids-{os.getpid()}",
-                         "__timeline-consumer-ids").close()
     try:
+        for _ in range(random.randrange(0, 64)):
+            client.subscribe(f"non-persistent://public/default/__timeline-consumer-ids-{os.getpid()}",
+                             "__timeline-consumer-ids").close()
         return client.subscribe(topic, subscription, **options)
     except pulsar.PulsarException as exc:
-        raise SubscriptionBusy(f"subscription {subscription!r} on {topic} is not available: {describe(exc)}",
-                               ) from None
+        raise SubscriptionBusy(f"subscription {subscription!r} on {topic} is not available ({describe(exc)}): "
+                               "another feeder holds it, or the broker cannot be reached") from None

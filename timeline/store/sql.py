@@ -92,6 +92,7 @@ class SqlStore(ResultsStore):
                                 "or postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
         self.engine = self._make_engine()
         self._insert = _INSERT[self.dialect]
+        self._statements = _Statements(self._insert)
         self._create_schema()
 
     # --- connections ------------------------------------------------------------------
@@ -185,29 +186,33 @@ class SqlStore(ResultsStore):
 
     # --- results ----------------------------------------------------------------------
     def apply_results(self, batch: ResultsBatch) -> None:
+        # A few statements per batch, each for all its keys (built once, in _statements): the
+        # per-statement cost of SQLAlchemy is paid per batch, not per key.
+        st = self._statements
         with self._write() as conn:
             if not self._claim(conn, batch):
                 return
             now = time.time()
-            for patch in batch.patches:
-                old = conn.execute(sa.select(results.c.spans).where(
-                    results.c.timeline == batch.timeline, results.c.key == patch.key)).scalar_one_or_none()
-                new = (KeyTimeline.model_validate_json(old) if old else KeyTimeline()).with_patch(patch)
-                row = dict(timeline=batch.timeline, key=patch.key, shard=batch.shard, spans=new.model_dump_json(),
-                           watermark=batch.watermarks.get(patch.key), closed=0, seq=batch.seq, updated_at=now)
-                ins = self._insert(results).values(**row)
-                conn.execute(ins.on_conflict_do_update(index_elements=["timeline", "key"], set_=dict(
-                    spans=ins.excluded.spans, closed=0, seq=ins.excluded.seq, updated_at=ins.excluded.updated_at,
-                    watermark=sa.func.coalesce(ins.excluded.watermark, results.c.watermark))))
-            for key, wm in batch.watermarks.items():
-                conn.execute(sa.update(results).where(results.c.timeline == batch.timeline, results.c.key == key)
-                             .values(watermark=wm))
-            for key, final in batch.closed.items():
-                ins = self._insert(results).values(
-                    timeline=batch.timeline, key=key, shard=batch.shard, spans=final.model_dump_json(),
-                    watermark=None, closed=1, seq=batch.seq, updated_at=now)
-                conn.execute(ins.on_conflict_do_update(index_elements=["timeline", "key"], set_=dict(
-                    spans=ins.excluded.spans, closed=1, seq=ins.excluded.seq, updated_at=ins.excluded.updated_at)))
+            keys = list(dict.fromkeys(p.key for p in batch.patches))
+            current: dict[str, KeyTimeline] = {}
+            if keys:
+                rows = conn.execute(st.spans_of, {"timeline": batch.timeline, "keys": keys})
+                current = {key: KeyTimeline.model_validate_json(spans) for key, spans in rows}
+            for patch in batch.patches:  # in order: a key may be patched twice in one batch
+                current[patch.key] = current.get(patch.key, KeyTimeline()).with_patch(patch)
+            if keys:
+                conn.execute(st.upsert_live, [
+                    dict(timeline=batch.timeline, key=key, shard=batch.shard, spans=current[key].model_dump_json(),
+                         watermark=batch.watermarks.get(key), closed=0, seq=batch.seq, updated_at=now)
+                    for key in keys])
+            if batch.watermarks:
+                conn.execute(st.set_watermark, [dict(t=batch.timeline, k=key, wm=wm)
+                                                for key, wm in batch.watermarks.items()])
+            if batch.closed:
+                conn.execute(st.upsert_closed, [
+                    dict(timeline=batch.timeline, key=key, shard=batch.shard, spans=final.model_dump_json(),
+                         watermark=None, closed=1, seq=batch.seq, updated_at=now)
+                    for key, final in batch.closed.items()])
             conn.execute(sa.update(applied).where(applied.c.timeline == batch.timeline,
                                                   applied.c.shard == batch.shard).values(seq=batch.seq))
 
@@ -241,6 +246,25 @@ class SqlStore(ResultsStore):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class _Statements:
+    """The statements of apply_results, built once per store (executed with many rows each)."""
+
+    def __init__(self, insert):
+        self.spans_of = (sa.select(results.c.key, results.c.spans)
+                         .where(results.c.timeline == sa.bindparam("timeline"),
+                                results.c.key.in_(sa.bindparam("keys", expanding=True))))
+        live = insert(results)
+        self.upsert_live = live.on_conflict_do_update(index_elements=["timeline", "key"], set_=dict(
+            spans=live.excluded.spans, closed=0, seq=live.excluded.seq, updated_at=live.excluded.updated_at,
+            watermark=sa.func.coalesce(live.excluded.watermark, results.c.watermark)))
+        self.set_watermark = (sa.update(results)
+                              .where(results.c.timeline == sa.bindparam("t"), results.c.key == sa.bindparam("k"))
+                              .values(watermark=sa.bindparam("wm")))
+        closed = insert(results)
+        self.upsert_closed = closed.on_conflict_do_update(index_elements=["timeline", "key"], set_=dict(
+            spans=closed.excluded.spans, closed=1, seq=closed.excluded.seq, updated_at=closed.excluded.updated_at))
 
 
 def _transient(exc: DBAPIError) -> bool:
