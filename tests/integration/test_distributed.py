@@ -38,6 +38,23 @@ SHARDS = 3
 
 
 @pytest.fixture(scope="module")
+def postgres_database():
+    """A real PostgreSQL (pgserver), as in bench/multinode.py; the tests use distinct timeline names."""
+    import shutil
+    import tempfile
+
+    from bench.multinode import start_postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="timeline-postgres-"))
+    server, url = start_postgres(folder / "data")
+    try:
+        yield url
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
 def partitioned_pulsar(tmp_path_factory):
     server = start_pulsar(tmp_path_factory.mktemp("pulsar-partitioned"), partitions=PARTITIONS,
                           die_with_parent=True)

@@ -1,5 +1,8 @@
-"""A real PostgreSQL server (16, from the `pgserver` wheel) for the tests that ask for one:
-started once per session on a temporary folder (Unix socket only, no TCP port), stopped at the end."""
+"""A real PostgreSQL server (16, from the `pgserver` wheel) for the store's contract tests:
+started once per session on a temporary folder (Unix socket only, no TCP port), stopped at the end.
+
+(Here and not in tests/conftest.py: a conftest there puts tests/ on sys.path, where its
+folders named like the packages shadow them.)"""
 
 from __future__ import annotations
 
