@@ -55,6 +55,17 @@ def postgres_database():
 
 
 @pytest.fixture(scope="module")
+def own_pulsar(tmp_path_factory):
+    """A broker of its own: after this module's kill -9 of a feeder, a later test's fresh consumers on
+    the session broker (test_liftwing_producer) received nothing; not diagnosed, see the README."""
+    server = start_pulsar(tmp_path_factory.mktemp("pulsar-plain"), die_with_parent=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
 def partitioned_pulsar(tmp_path_factory):
     server = start_pulsar(tmp_path_factory.mktemp("pulsar-partitioned"), partitions=PARTITIONS,
                           die_with_parent=True)
@@ -90,9 +101,9 @@ def _events_applied(aio, temporal_address: str, name: str) -> dict[str, int]:
     return aio.run(total())
 
 
-def test_two_feeders_two_workers_kill9_one_of_each(pulsar_server, temporal_server, postgres_database,
+def test_two_feeders_two_workers_kill9_one_of_each(own_pulsar, temporal_server, postgres_database,
                                                    tmp_path, wait_for, aio):
-    _run(pulsar_server.address, temporal_server, postgres_database, tmp_path, wait_for, aio, kill=True)
+    _run(own_pulsar.address, temporal_server, postgres_database, tmp_path, wait_for, aio, kill=True)
 
 
 def test_partitioned_topic_two_feeders_two_workers(partitioned_pulsar, temporal_server, postgres_database,
