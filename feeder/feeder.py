@@ -47,6 +47,7 @@ from timeline.dsl.limits import MAX_DELIVERIES, MAX_SIGNAL_BYTES
 from timeline.feeder.metrics import FeederMetrics
 from timeline.models import EventBatchSignal, TimelineSpec, shard_of
 from timeline.runtime.control import send_batch
+from timeline.runtime.pulsar import SubscriptionBusy, subscribe_once
 from timeline.store.base import ResultsStore
 
 log = logging.getLogger("timeline.feeder")
@@ -80,6 +81,11 @@ class FeederSettings:
     # takes up to two batches per workflow task, which on an overloaded machine passed the
     # worker's 2 s deadlock detection.
     pipeline: int = 1
+    # Several feeders on one topic: "exclusive" (one feeds, the others stand by) or "failover"
+    # (the broker picks one per partition); see Feeder._subscribe.
+    subscription_type: str = "exclusive"
+    consumer_name: str | None = None  # the name on the subscription (None: the client picks)
+    standby_retry_s: float = 2.0
     continue_as_new_after: int | None = None
     max_deliveries: int = MAX_DELIVERIES
 
@@ -440,17 +446,41 @@ class Feeder:
 
     # --- the loop ---------------------------------------------------------------------
     async def _subscribe(self, stop: asyncio.Event):
-        """Subscribe, retrying with backoff while the broker is away or slow (a stop ends it)."""
+        """The consumer, once this feeder holds the subscription (None if stopped before).
+
+        Several feeders may run on one topic; each partition's messages must be fed in order by
+        one of them at a time. Exclusive (default): one feeder holds the subscription and the
+        others stand by, trying again every `standby_retry_s`; when the holder dies its
+        connection closes and a standby takes over from the first unacknowledged message. A
+        restarted feeder never takes over from a live one. Failover: the broker picks the active
+        consumer per partition (Apache Pulsar spreads partitions over feeders). Any other
+        failure (the broker away or slow: a timeout, a refused connection) is retried with
+        backoff, on a new client; a stop ends the wait.
+        """
         import pulsar
 
+        kind = {"exclusive": pulsar.ConsumerType.Exclusive, "failover": pulsar.ConsumerType.Failover}
+        options = dict(consumer_type=kind[self.settings.subscription_type],
+                       initial_position=pulsar.InitialPosition.Earliest,
+                       receiver_queue_size=self.settings.receiver_queue)
+        if self.settings.consumer_name:
+            options["consumer_name"] = self.settings.consumer_name
+        waited = False
         delay = 0.5
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
-                return await loop.run_in_executor(None, lambda: self.pulsar.subscribe(
-                    self.settings.topic, self.settings.subscription, consumer_type=pulsar.ConsumerType.Failover,
-                    initial_position=pulsar.InitialPosition.Earliest,
-                    receiver_queue_size=self.settings.receiver_queue))
+                consumer = await loop.run_in_executor(None, lambda: subscribe_once(
+                    self.pulsar, self.settings.topic, self.settings.subscription, **options))
+            except SubscriptionBusy as exc:
+                if not waited:
+                    log.info("standing by: %s; trying again every %.0fs", exc, self.settings.standby_retry_s)
+                    waited = True
+                try:
+                    await asyncio.wait_for(stop.wait(), self.settings.standby_retry_s)
+                except asyncio.TimeoutError:
+                    pass
+                continue
             except Exception as exc:  # _pulsar.Timeout, ConnectError, ...: the broker is away or busy
                 log.warning("subscribing to %s failed (%s: %s); retrying in %.1fs", self.settings.topic,
                             type(exc).__name__, exc, delay)
@@ -460,6 +490,10 @@ class Feeder:
                     self.pulsar = self.reconnect()
                 await self._sleep(delay)
                 delay = min(delay * 2, 10.0)
+                continue
+            log.info("feeding from topic %s as the %s consumer of subscription %s", self.settings.topic,
+                     self.settings.subscription_type, self.settings.subscription)
+            return consumer
         return None
 
     async def run(self, stop: asyncio.Event) -> None:

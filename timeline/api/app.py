@@ -29,7 +29,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Query, Response
+from fastapi import Depends, FastAPI, Query, Response
 
 from timeline.dsl.incremental import KeyTimeline
 from timeline.models import node_workflow_id, shard_of
@@ -44,6 +44,7 @@ log = logging.getLogger("timeline.api")
 from timeline.api.aggregate import router as aggregate_router
 from timeline.api import bulk
 from timeline.api.bulk import TimelineStatusOut, describe_with_health
+from timeline.api.auth import AuthSettings, require_change, require_read
 from timeline.api.errors import ApiError, _install_error_handlers, _responses
 from timeline.api.limits import RequestBodyLimit
 from timeline.api.intake import router as intake_router
@@ -103,9 +104,11 @@ def create_app(endpoints: Endpoints) -> FastAPI:
             services.store.close()
 
     # /docs and /redoc are served by ui.py with local assets (FastAPI's own pages load them from a CDN).
+    # Reads follow TIMELINE_API_READ; changing routes add require_change (timeline/api/auth.py).
     app = FastAPI(title="Timeline", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, dependencies=[Depends(require_read)])
     app.state.services = services
+    app.state.auth = AuthSettings.from_environment()
     _install_error_handlers(app)
     app.add_middleware(RequestBodyLimit)
     install_operations(app)        # /health, /ready, /metrics and request metrics
@@ -121,9 +124,9 @@ def create_app(endpoints: Endpoints) -> FastAPI:
         return TimelineListOut(timelines=specs, count=len(specs))
 
     @app.post("/timelines", response_model=RegisteredOut, status_code=201,
-              summary="Register a timeline and start its workflow tree",
+              summary="Register a timeline and start its workflow tree", dependencies=[Depends(require_change)],
               responses={200: {"model": RegisteredOut, "description": "the same registration existed"},
-                         **_responses(400, 409, 413, 422, 503)})
+                         **_responses(400, 401, 403, 409, 413, 422, 503)})
     async def register(body: RegisterIn, response: Response) -> RegisteredOut:
         if body.sources is None and not (body.source_topic and body.key_path and body.time_path):
             raise ApiError(400, "give source_topic, key_path and time_path, or sources: "
@@ -148,7 +151,8 @@ def create_app(endpoints: Endpoints) -> FastAPI:
     async def describe(name: str) -> TimelineStatusOut:
         return await describe_with_health(services, services.spec(name))
 
-    @app.delete("/timelines/{name}", response_model=RemovedOut, responses=_responses(404, 503),
+    @app.delete("/timelines/{name}", response_model=RemovedOut, responses=_responses(401, 403, 404, 503),
+                dependencies=[Depends(require_change)],
                 summary="Stop a timeline's workflows and delete it and its results")
     async def remove(name: str) -> RemovedOut:
         spec = services.spec(name)

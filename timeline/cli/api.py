@@ -44,6 +44,9 @@ def api_command(args: argparse.Namespace) -> int:
 
     from timeline.store import open_store
 
+    from timeline.runtime.access import check_listen_address
+
+    check_listen_address(args.host)  # no open API on the network: a token, or loopback only
     ep = endpoints(args)
     open_store(ep.store).close()  # a bad --store is reported before the server starts
     # The command line hands the servers to the HTTP face through the environment it reads,

@@ -93,7 +93,8 @@ def feeder_command(args: argparse.Namespace) -> int:
     settings = FeederSettings(topic=args.topic, subscription=args.subscription, batch_size=args.batch_size,
                               linger_ms=args.linger_ms, dead_letter_topic=args.dead_letter_topic,
                               receiver_queue=args.receiver_queue, max_deliveries=args.max_deliveries,
-                              pipeline=args.pipeline)
+                              pipeline=args.pipeline, consumer_name=args.consumer_name,
+                              subscription_type=args.subscription_type)
 
     async def main():
         stop = asyncio.Event()
@@ -353,6 +354,12 @@ def add_feeder_options(f: argparse.ArgumentParser) -> None:
     f.add_argument("--batch-size", type=int, default=500, help="events per batch at most (default 500)")
     f.add_argument("--linger-ms", type=int, default=200, help="longest wait to fill a batch (default 200)")
     f.add_argument("--dead-letter-topic", help="where bad messages go (default TOPIC-dead-letter)")
+    f.add_argument("--subscription-type", choices=["exclusive", "failover"], default="exclusive",
+                   help="several feeders on one topic: exclusive (default) = one feeds, the others stand by "
+                        "and take over when it dies; failover = the broker picks one per partition (Apache "
+                        "Pulsar spreads partitions over feeders; see the README's distributed section)")
+    f.add_argument("--consumer-name", metavar="NAME",
+                   help="this feeder's name on the subscription (default: random; failover orders by it)")
     f.add_argument("--receiver-queue", type=int, default=1000, metavar="N",
                    help="messages the Pulsar client prefetches (default 1000)")
     f.add_argument("--pipeline", type=int, default=1, choices=(1, 2, 3, 4), metavar="N",

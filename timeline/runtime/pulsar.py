@@ -72,3 +72,33 @@ def create_producer(client, topic: str, **options):
         reason = describe(exc)
         raise PulsarUnavailable(f"cannot create a producer on topic {topic}: {reason}", reason,
                                 unreachable=isinstance(exc, (pulsar.Timeout, pulsar.ConnectError))) from None
+
+
+
+class SubscriptionBusy(TimelineError):
+    """Another process holds the Exclusive subscription (or the broker refused for now): stand by."""
+
+
+def subscribe_once(client, topic: str, subscription: str, **options):
+    """Subscribe once; SubscriptionBusy (saying why) when the broker refuses.
+
+    Several processes may contend for one subscription (feeders standing by). pulsar-lite
+    keys the consumers of a subscription by the consumer id the client chose, and every
+    client numbers its consumers from 0: a second process with the same ids is refused
+    with a protocol error (the connection is dropped) instead of the usual ConsumerBusy,
+    and would keep colliding with the holder's ids. So each attempt first uses up a random
+    number of ids (subscribing to a throwaway non-persistent topic, about 2 ms each).
+    Against Apache Pulsar that costs a few milliseconds and changes nothing else.
+    """
+    import random
+
+    import pulsar
+
+    try:
+        for _ in range(random.randrange(0, 64)):
+            client.subscribe(f"non-persistent://public/default/__timeline-consumer-ids-{os.getpid()}",
+                             "__timeline-consumer-ids").close()
+        return client.subscribe(topic, subscription, **options)
+    except pulsar.PulsarException as exc:
+        raise SubscriptionBusy(f"subscription {subscription!r} on {topic} is not available ({describe(exc)}): "
+                               "another feeder holds it, or the broker cannot be reached") from None

@@ -71,4 +71,4 @@ def add_endpoint_options(p: argparse.ArgumentParser, temporal=True, pulsar=True,
     if pulsar:
         g.add_argument("--pulsar", metavar="URL", help="Pulsar service URL (TIMELINE_PULSAR)")
     if store:
-        g.add_argument("--store", metavar="URL", help="results store, sqlite:///PATH (TIMELINE_STORE)")
+        g.add_argument("--store", metavar="URL", help="results store, sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB (TIMELINE_STORE)")

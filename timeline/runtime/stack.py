@@ -554,8 +554,12 @@ def start_pulsar(
     log_level: str = "info",
     timeout: float = PULSAR_START_TIMEOUT,
     die_with_parent: bool = False,
+    partitions: int | None = None,
 ) -> ServerProcess:
     """Start a pulsar-lite broker whose messages live under state_dir/pulsar*.
+
+    With `partitions`, every topic it creates on first use is a partitioned topic
+    with that many partitions (pulsar-lite's `default_partitions`).
 
     pulsar-lite appends `.rocksdb` to --db-path, so the data sits in
     state_dir/pulsar.rocksdb. Restarting on the same state_dir keeps stored
@@ -573,10 +577,11 @@ def start_pulsar(
     # broker (or anything else) already holds, and reads ./pulsar-lite.toml from its cwd.
     # An explicit config file makes both deterministic.
     config = state_dir / "pulsar-lite.toml"
+    top = f"default_partitions = {partitions}\n" if partitions else ""
     if metrics_port is None:
-        config.write_text("[metrics]\nenabled = false\n")
+        config.write_text(f"{top}[metrics]\nenabled = false\n")
     else:
-        config.write_text(f'[metrics]\nenabled = true\naddr = "{HOST}:{metrics_port}"\n')
+        config.write_text(f'{top}[metrics]\nenabled = true\naddr = "{HOST}:{metrics_port}"\n')
     db_path = state_dir / "pulsar"
     log_path = state_dir / "logs" / "pulsar.log"
     argv = [

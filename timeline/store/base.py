@@ -2,7 +2,8 @@
 
 Registrations (TimelineSpec) and per-key root timelines (patched batch by
 batch, marked closed when a key goes idle) live here. SQLite is the embedded
-default; the interface is small so a PostgreSQL store can follow.
+default; PostgreSQL serves several hosts. Both are one implementation on
+SQLAlchemy Core (`timeline.store.sql`), chosen by URL (`open_store`).
 """
 
 from __future__ import annotations
@@ -85,11 +86,16 @@ class ResultsStore(ABC):
 
 
 def open_store(url: str) -> ResultsStore:
-    """`sqlite:///path/to/file.db` (or a plain path)."""
+    """`sqlite:///path/to/file.db` (or a plain path), or `postgresql://USER:PASSWORD@HOST:PORT/DATABASE`
+    (also `postgresql+psycopg://...`; a Unix socket folder goes in `?host=/path`)."""
+    from timeline.store.sql import SqlStore
     from timeline.store.sqlite import SqliteStore
 
     if url.startswith("sqlite:///"):
         return SqliteStore(url[len("sqlite:///"):])
+    if url.startswith(("postgresql", "postgres://")):
+        return SqlStore(url)
     if "://" in url:
-        raise TimelineError(f"unsupported results store {url!r}: use sqlite:///PATH")
+        raise TimelineError(f"unsupported results store {url!r}: use sqlite:///PATH or "
+                            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
     return SqliteStore(url)
