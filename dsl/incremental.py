@@ -338,16 +338,24 @@ class LeafStep:
         return any(v is not None for v in row)
 
     def _matches(self, cols: list[list[Any]], n: int) -> list[bool] | None:
-        """For has_existed(_within): which events match the predicate. The others only
-        move the key's origin, so the leaf need not keep them."""
+        """For has_existed(_within) and a filtered latest_event_to_state: which events match
+        the predicate (and carry the value). The others only move the key's origin, so the
+        leaf need not keep them."""
         expr = self.node.expr
-        if not isinstance(expr, (A.HasExisted, A.HasExistedWithin)) or n == 0:
+        filtered = isinstance(expr, A.LatestEventToState) and expr.where is not None
+        if not (filtered or isinstance(expr, (A.HasExisted, A.HasExistedWithin))) or n == 0:
             return None
         columns = {}
         for path, col in zip(self.paths, cols):
             columns[path] = ValueEncoder().encode(col)
         zeros = np.zeros(n, dtype=np.int64)  # one key, one time: the frame keeps arrival order
         frame = EventFrame.build(zeros, zeros, columns, n_keys=1)
+        if filtered:
+            # latest_event_to_state(f, p): only an event matching p with a value of f carries
+            # a value, so every kept row does (what the compaction rule relies on).
+            values = cols[self.paths.index(expr.column.path)]
+            return [bool(m) and v is not None
+                    for m, v in zip((evaluate_predicate(expr.where, frame) == TRUE).tolist(), values)]
         return (evaluate_predicate(expr.predicate, frame) == TRUE).tolist()
 
     def apply(self, batch: EventBatch) -> list[SpanPatch]:

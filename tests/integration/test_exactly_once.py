@@ -21,6 +21,7 @@ from timeline.dsl.compiler import compile_expression
 from timeline.feeder.feeder import Feeder, FeederSettings, _message_id
 from timeline.producers.video_sessions import generate_sessions
 from timeline.runtime.control import connect, node_status
+from timeline.dsl.limits import MAX_ALLOWED_LATENESS_S
 from timeline.runtime.registry import build_spec, register_spec
 from timeline.store import open_store
 
@@ -61,7 +62,9 @@ def test_each_leaf_applies_exactly_the_distinct_messages(temporal_server, pulsar
 
     async def scenario():
         temporal = await connect(temporal_server.address)
-        spec, _ = build_spec(name, CIR, topic, "session_id", "ts", shards=SHARDS)
+        # The messages are fed newer-first on purpose: every event must count, however late.
+        spec, _ = build_spec(name, CIR, topic, "session_id", "ts", shards=SHARDS,
+                             allowed_lateness_s=MAX_ALLOWED_LATENESS_S)
         _, _, spec = await register_spec(temporal, store, spec)
         settings = FeederSettings(topic=topic, subscription="feeder")
 

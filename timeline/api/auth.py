@@ -61,10 +61,15 @@ async def require_change(request: Request,
         _check_token(settings, credentials, f"{request.method} {request.url.path}")
 
 
+# Pages that say how to use the API, and the probes an orchestrator calls, stay open:
+# they read no timeline (the explain page's data comes from the routes that do).
+OPEN_READS = frozenset({"/", "/ui", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/health", "/ready"})
+
+
 async def require_read(request: Request,
                        credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
-    """A read: open, or the bearer token when TIMELINE_API_READ=token."""
+    """A read: open, or the bearer token when TIMELINE_API_READ=token (except OPEN_READS)."""
     settings = settings_of(request)
-    if settings.read == "token":
+    if settings.read == "token" and request.url.path not in OPEN_READS:
         _check_token(settings, credentials, f"reading {request.url.path} ({READ_VARIABLE}=token)")
 
