@@ -90,11 +90,9 @@ def produce_keyed(pulsar_url: str, topic: str, records: list[dict], key: str) ->
         client.close()
 
 
-def _events_applied(aio, temporal_address: str, name: str) -> dict[str, int]:
+def _events_applied(aio, temporal_address: str, spec: TimelineSpec) -> dict[str, int]:
     async def total():
         client = await connect(temporal_address)
-        spec = TimelineSpec(name=name, expression=CIR, source_topic="-", key_path="session_id", time_path="ts",
-                            shards=SHARDS)
         return {leaf.id: sum([(await node_status(client, spec, leaf.id, s)).events_applied for s in range(SHARDS)])
                 for leaf in compile_expression(CIR).leaves}
 
@@ -141,12 +139,12 @@ def _run(pulsar_url, temporal_server, postgres_database, tmp_path, wait_for, aio
         wait_for(lambda: len(store.keys(name)) > 10, timeout=120, message="first results in the PostgreSQL store")
 
         if kill:
-            workers[0].kill9()  # the other worker takes its workflow and activity tasks
+            workers[0].kill()  # the other worker takes its workflow and activity tasks
         produce_keyed(pulsar_url, topic, records[third:2 * third], "session_id")
         wait_for(lambda: len(store.keys(name)) > 60, timeout=180, message="results after a worker was killed")
 
         if kill:
-            feeders[0].kill9()  # the feeder holding the subscription: feeder-b takes over
+            feeders[0].kill()  # the feeder holding the subscription: feeder-b takes over
         produce_keyed(pulsar_url, topic, records[2 * third:], "session_id")
 
         expected = batch_timelines(CIR, records, "session_id", "ts")
@@ -158,7 +156,7 @@ def _run(pulsar_url, temporal_server, postgres_database, tmp_path, wait_for, aio
             assert "standing by" in feeders[1].tail(200), "two feeders held the Exclusive subscription"
 
         # Each leaf applied each event once (the leaves skip positions they have applied, per partition).
-        counts = _events_applied(aio, temporal_server.address, name)
+        counts = _events_applied(aio, temporal_server.address, store.get(name))  # as registered
         assert set(counts.values()) == {len(records)}, counts
         store.close()
     finally:

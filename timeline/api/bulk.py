@@ -108,7 +108,7 @@ async def _live_parts(services: Services, spec: TimelineSpec, keys: list[str]) -
         by_shard.setdefault(shard_of(k, spec.shards), []).append(k)
 
     async def ask(shard: int, part: list[str]) -> list[KeyAnswer]:
-        handle = client.get_workflow_handle(node_workflow_id(spec.name, spec.plan.root, shard))
+        handle = client.get_workflow_handle(node_workflow_id(spec, spec.plan.root, shard))
         try:
             return await asyncio.wait_for(handle.query("timelines", part, result_type=list[KeyAnswer]),
                                           timeout=QUERY_TIMEOUT_S)
@@ -185,7 +185,7 @@ async def timeline_health(services: Services, spec: TimelineSpec, every_node: bo
     targets = [(n, shard) for n in plan.nodes for shard in range(spec.shards)]
 
     async def status(node_id: str, shard: int) -> NodeStatus | str:
-        handle = client.get_workflow_handle(node_workflow_id(spec.name, node_id, shard))
+        handle = client.get_workflow_handle(node_workflow_id(spec, node_id, shard))
         try:
             return await asyncio.wait_for(handle.query("status", result_type=NodeStatus), timeout=QUERY_TIMEOUT_S)
         except (asyncio.TimeoutError, RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
