@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from timeline.dsl.limits import MAX_ALLOWED_LATENESS_S
+
 PAGE_KEY = "wiki_id,page.page_id"
 INGESTED = "meta.dt"
 PAGE_CHANGE = "mediawiki.page_change.v1"
@@ -71,6 +73,9 @@ class Definition(BaseModel):
     expression: str
     sources: tuple[tuple[str, str, str, str], ...]   # (topic, key path(s), time path, schema title)
     idle_timeout_s: float = 7 * 86400
+    # Wikimedia's streams reach consumers minutes to hours late (mirroring, retries, a
+    # model server's backlog): these timelines apply events up to a day behind their key.
+    allowed_lateness_s: float = MAX_ALLOWED_LATENESS_S
     shards: int = 4
 
 

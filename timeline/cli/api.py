@@ -42,9 +42,8 @@ def _server_class():
 def api_command(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from timeline.store import open_store
-
     from timeline.runtime.access import check_listen_address
+    from timeline.store import open_store
 
     check_listen_address(args.host)  # no open API on the network: a token, or loopback only
     ep = endpoints(args)

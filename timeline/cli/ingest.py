@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-
 from pathlib import Path
 
 from timeline.runtime.settings import add_endpoint_options, endpoints, home
@@ -113,7 +112,12 @@ def ingest_command(args: argparse.Namespace) -> int:
 
 def _follow(args: argparse.Namespace, client, options: dict) -> None:
     """A live stream: reconnect on drops, resume from (and keep) the last confirmed event id."""
-    from timeline.sources.ingest import ResumeState, default_state_path, follow_stream, route_events
+    from timeline.sources.ingest import (
+        ResumeState,
+        default_state_path,
+        follow_stream,
+        route_events,
+    )
 
     path = Path(args.state) if args.state else default_state_path(home(args) / "ingest-sse", args.source)
     state = ResumeState(path, args.source)

@@ -13,13 +13,12 @@ from typing import Any
 
 import msgspec
 
-from timeline.dsl.limits import DEFAULT_ALLOWED_LATENESS_S
 from timeline.cli.evaluate import read_expression
 from timeline.dsl.compiler import Plan
 from timeline.dsl.errors import UsageError
 from timeline.dsl.events import split_key_paths, split_path
 from timeline.dsl.incremental import EventBatch
-from timeline.dsl.limits import MAX_DELIVERIES
+from timeline.dsl.limits import DEFAULT_ALLOWED_LATENESS_S, MAX_DELIVERIES
 from timeline.dsl.results import key_timeline_spans
 from timeline.models import TimelineSpec
 from timeline.runtime.control import ServiceUnavailable, connect_temporal
@@ -42,7 +41,11 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 def _operate(args: argparse.Namespace) -> None:
     """Logging (text or JSON) and the Prometheus endpoints of a long-running process (worker, feeder)."""
-    from timeline.runtime.telemetry import configure_logging, serve_metrics, temporal_runtime_with_metrics
+    from timeline.runtime.telemetry import (
+        configure_logging,
+        serve_metrics,
+        temporal_runtime_with_metrics,
+    )
 
     configure_logging(fmt=getattr(args, "log_format", None))
     if getattr(args, "metrics_port", None):
@@ -179,7 +182,8 @@ def _register_builtin(ep: Endpoints, args: argparse.Namespace) -> int:
                for topic, key, time_, schema in definition.sources]
     spec, plan = build_spec(args.name or definition.name, definition.expression, sources=sources,
                             shards=args.shards if args.shards_given else definition.shards,
-                            idle_timeout_s=definition.idle_timeout_s, start_from=start_option(args.start_from))
+                            idle_timeout_s=definition.idle_timeout_s, start_from=start_option(args.start_from),
+                            allowed_lateness_s=definition.allowed_lateness_s)
     if args.dry_run:
         return asyncio.run(_dry_run(ep, spec, plan, args))
     return asyncio.run(_register(ep, spec, plan, args.continue_as_new_after))
