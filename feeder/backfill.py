@@ -24,7 +24,7 @@ import asyncio
 import dataclasses
 import logging
 
-from timeline.feeder.feeder import Feeder, FeederSettings
+from timeline.feeder.feeder import Feeder, FeederSettings, _Routed
 from timeline.models import TimelineSpec
 
 log = logging.getLogger("timeline.feeder.backfill")
@@ -45,13 +45,15 @@ class OwnSubscriptionFeeder(Feeder):
     def feeds(self, spec: TimelineSpec) -> bool:
         return spec.name == self.spec.name and spec == self.spec
 
-    async def process(self, messages: list) -> bool:
+    def route(self, messages: list):
+        """Route only what was published from the start on; the rest is acknowledged with its
+        batch, unrouted (the feeder's loop and `process` both route through here)."""
         start = self.spec.start_from
-        if isinstance(start, int):  # published before the start: acknowledged, not routed
+        if isinstance(start, int):
             messages = [m for m in messages if m.publish_timestamp() >= start]
             if not messages:
-                return True
-        return await super().process(messages)
+                return _Routed(ids=[], sends=[])
+        return super().route(messages)
 
 
 @dataclasses.dataclass
