@@ -36,6 +36,7 @@ from timeline.runtime.control import connect, node_status
 from timeline.runtime.registry import build_spec, register_spec
 from timeline.store import open_store
 
+FEEDER_OPTIONS = os.environ.get("STRESS_FEEDER_OPTIONS", "").split()
 ROOT = Path(__file__).resolve().parent.parent
 CIR = (ROOT / "examples" / "cir.tl").read_text()
 
@@ -117,7 +118,7 @@ def main() -> int:
     spec = asyncio.run(_register(temporal.address, store, spec))
     logs = state / "logs"
     worker = Component("worker", ["worker", *ep], logs)
-    feeder = Component("feeder", ["feeder", "--topic", topic, "--batch-size", "500", "--linger-ms", "100", *ep], logs)
+    feeder = Component("feeder", ["feeder", "--topic", topic, "--batch-size", "500", "--linger-ms", "100", *FEEDER_OPTIONS, *ep], logs)
     worker.start()
     feeder.start()
     print(f"stack up in {state}; {args.rounds} rounds of {args.sessions} sessions, kill -9 of worker and feeder "

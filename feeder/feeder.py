@@ -83,7 +83,9 @@ class FeederSettings:
     pipeline: int = 1
     # Several feeders on one topic: "exclusive" (one feeds, the others stand by) or "failover"
     # (the broker picks one per partition); see Feeder._subscribe.
-    subscription_type: str = "exclusive"
+    # Failover by default: with pulsar-lite, a feeder restarted after kill -9 of an Exclusive
+    # holder kept timing out on the subscription (bench/exactly_once_stress.py); failover took over.
+    subscription_type: str = "failover"
     consumer_name: str | None = None  # the name on the subscription (None: the client picks)
     standby_retry_s: float = 2.0
     continue_as_new_after: int | None = None

@@ -126,7 +126,9 @@ def _run(pulsar_url, temporal_server, postgres_database, tmp_path, wait_for, aio
                               "--temporal", temporal_server.address, "--store", postgres_database],
                              capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert reg.returncode == 0, reg.stderr
-        feeder_options = ["--topic", topic, "--batch-size", "200", "--linger-ms", "100"]
+        # Exclusive: one feeds, the other stands by (the log says so) and takes over.
+        feeder_options = ["--topic", topic, "--batch-size", "200", "--linger-ms", "100", "--subscription-type",
+                          "exclusive"]
         feeders = [start("feeder-a", "feeder", *feeder_options)]
         wait_for(lambda: "feeding from topic" in feeders[0].tail(50), timeout=120,
                  message="feeder-a to hold the subscription")

@@ -358,10 +358,11 @@ def add_feeder_options(f: argparse.ArgumentParser) -> None:
     f.add_argument("--batch-size", type=int, default=500, help="events per batch at most (default 500)")
     f.add_argument("--linger-ms", type=int, default=200, help="longest wait to fill a batch (default 200)")
     f.add_argument("--dead-letter-topic", help="where bad messages go (default TOPIC-dead-letter)")
-    f.add_argument("--subscription-type", choices=["exclusive", "failover"], default="exclusive",
-                   help="several feeders on one topic: exclusive (default) = one feeds, the others stand by "
-                        "and take over when it dies; failover = the broker picks one per partition (Apache "
-                        "Pulsar spreads partitions over feeders; see the README's distributed section)")
+    f.add_argument("--subscription-type", choices=["exclusive", "failover"], default="failover",
+                   help="several feeders on one topic: failover (default) = the broker picks the active one "
+                        "(per partition on Apache Pulsar) and moves to another when it dies; exclusive = one "
+                        "feeds, the others stand by and retry (on pulsar-lite a feeder restarted after kill -9 "
+                        "could wait on the dead holder's subscription: see the README's distributed section)")
     f.add_argument("--consumer-name", metavar="NAME",
                    help="this feeder's name on the subscription (default: random; failover orders by it)")
     f.add_argument("--receiver-queue", type=int, default=1000, metavar="N",
