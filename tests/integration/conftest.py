@@ -23,11 +23,11 @@ from temporalio.client import Client
 
 from timeline.runtime.stack import ServerProcess, start_pulsar, start_temporal
 
-
 # Deadlines are written for an idle machine; a shared 2-core box under load runs these
 # servers several times slower. A wait ends as soon as its condition holds, so a longer
 # deadline only delays the report of a real failure (TIMELINE_TEST_PATIENCE=1: as written).
 PATIENCE = float(os.environ.get("TIMELINE_TEST_PATIENCE", "4"))
+MAX_SCALED_WAIT_S = 600.0  # scaling never makes one wait longer than this (a test's own longer deadline stays)
 
 
 def wait_for(
@@ -41,7 +41,7 @@ def wait_for(
     Exceptions from the predicate count as "not yet"; the last one is shown if
     the wait times out, so a failing test says what it was waiting for and why.
     """
-    timeout *= PATIENCE
+    timeout = min(timeout * PATIENCE, max(timeout, MAX_SCALED_WAIT_S))
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:

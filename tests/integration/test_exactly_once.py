@@ -18,10 +18,10 @@ import pulsar
 from runtime_helpers import batch_timelines, produce, spawn, wait_equal
 
 from timeline.dsl.compiler import compile_expression
+from timeline.dsl.limits import MAX_ALLOWED_LATENESS_S
 from timeline.feeder.feeder import Feeder, FeederSettings, _message_id
 from timeline.producers.video_sessions import generate_sessions
 from timeline.runtime.control import connect, node_status
-from timeline.dsl.limits import MAX_ALLOWED_LATENESS_S
 from timeline.runtime.registry import build_spec, register_spec
 from timeline.store import open_store
 

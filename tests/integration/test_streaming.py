@@ -14,8 +14,8 @@ import pytest
 from runtime_helpers import batch_timelines, produce, spawn, wait_equal
 
 from timeline.dsl.compiler import compile_expression
-from timeline.producers.video_sessions import generate_sessions
 from timeline.models import node_workflow_id
+from timeline.producers.video_sessions import generate_sessions
 from timeline.runtime.control import connect, node_status
 from timeline.store import open_store
 
