@@ -71,7 +71,9 @@ def test_workers_and_feeders_can_be_scaled():
         svc = COMPOSE["services"][name]
         assert "container_name" not in svc and "ports" not in svc, name
     args = build_parser().parse_args(COMPOSE["services"]["feeder"]["command"])
-    assert args.subscription_type == "exclusive", "scaled feeders must share the subscription safely"
+    # Failover: one active feeder per partition (Apache Pulsar spreads the partitions), so each
+    # partition is fed in order; Shared or Key_Shared would interleave a partition over feeders.
+    assert args.subscription_type == "failover", "scaled feeders must share the subscription safely"
 
 
 def test_pulsar_creates_partitioned_topics():
