@@ -72,16 +72,24 @@ class ValueEncoder:
 
     def __init__(self) -> None:
         self.index: dict[tuple, int] = {}
+        # Per kind for the common scalars (the kind is the table; 1 and 1.0 share one):
+        # the same codes as value_identity's, without building a tuple per value.
+        self._kinds: dict[type, dict[Any, int]] = {str: {}, bool: {}}
+        self._kinds[int] = self._kinds[float] = {}
         self.vocab: list[Any] = []
 
     def code(self, value: Any) -> int:
         if value is None or value is MISSING:
             return -1
-        ident = value_identity(value)
-        code = self.index.get(ident)
+        table = self._kinds.get(type(value))
+        if table is None:
+            table, value_key = self.index, value_identity(value)
+        else:
+            value_key = value
+        code = table.get(value_key)
         if code is None:
             code = len(self.vocab)
-            self.index[ident] = code
+            table[value_key] = code
             self.vocab.append(value)
         return code
 

@@ -19,7 +19,7 @@ process; the durable runtime runs each step in its own workflow.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -99,15 +99,14 @@ class KeyTimeline(BaseModel):
         slopes = None if self.slopes is None else list(self.slopes[i:])
         if slopes is not None and values[0] is not None:
             values[0] = _num(values[0] + slopes[0] * (t - self.starts[i]))
-        return KeyTimeline.model_construct(starts=starts, values=values, slopes=slopes)
+        return _timeline(starts, values, slopes)
 
     def then(self, later: "KeyTimeline") -> "KeyTimeline":
         """This timeline up to where `later` starts, then `later` (a node's live part, which
         starts at the key's frontier, after what was published before it)."""
         if not later.starts:
             return self
-        return self.with_patch(SpanPatch.model_construct(key="", since=later.starts[0], starts=later.starts,
-                                                         values=later.values, slopes=later.slopes))
+        return self.with_patch(_patch("", later.starts[0], later.starts, later.values, later.slopes))
 
     def with_patch(self, patch: "SpanPatch") -> "KeyTimeline":
         cut = bisect.bisect_left(self.starts, patch.since)
@@ -116,19 +115,45 @@ class KeyTimeline(BaseModel):
         slopes = None
         if patch.slopes is not None or self.slopes is not None:
             slopes = list(self.slopes or [])[:cut] + list(patch.slopes or [])
-        return _canonical(starts, values, slopes)
+        # Our part before the cut is canonical already: merge from there on.
+        return _canonical(starts, values, slopes, done=cut if self.slopes is not None or slopes is None else 0)
+
+
+_setattr = object.__setattr__
+
+
+def _timeline(starts: list[int], values: list[Any], slopes: list[float] | None) -> KeyTimeline:
+    """A KeyTimeline from values that are ours (what `model_construct` does, without its
+    per-field bookkeeping: this runs for every key a batch touches, at every node)."""
+    tl = object.__new__(KeyTimeline)
+    _setattr(tl, "__dict__", {"starts": starts, "values": values, "slopes": slopes})
+    _setattr(tl, "__pydantic_fields_set__", {"starts", "values", "slopes"})
+    _setattr(tl, "__pydantic_extra__", None)
+    _setattr(tl, "__pydantic_private__", None)
+    return tl
+
+
+def _patch(key: str, since: int, starts: list[int], values: list[Any], slopes: list[float] | None) -> "SpanPatch":
+    p = object.__new__(SpanPatch)
+    _setattr(p, "__dict__", {"key": key, "since": since, "starts": starts, "values": values, "slopes": slopes})
+    _setattr(p, "__pydantic_fields_set__", {"key", "since", "starts", "values", "slopes"})
+    _setattr(p, "__pydantic_extra__", None)
+    _setattr(p, "__pydantic_private__", None)
+    return p
 
 
 def _num(v: float) -> int | float:
     return int(v) if float(v).is_integer() else v
 
 
-def _canonical(starts: list[int], values: list[Any], slopes: list[float] | None) -> KeyTimeline:
-    """Merge neighbours that carry the same value (or continue the same line)."""
-    out_s: list[int] = []
-    out_v: list[Any] = []
-    out_m: list[float] | None = None if slopes is None else []
-    for i, (s, v) in enumerate(zip(starts, values)):
+def _canonical(starts: list[int], values: list[Any], slopes: list[float] | None, done: int = 0) -> KeyTimeline:
+    """Merge neighbours that carry the same value (or continue the same line). The first
+    `done` spans are canonical already."""
+    out_s: list[int] = starts[:done]
+    out_v: list[Any] = values[:done]
+    out_m: list[float] | None = None if slopes is None else slopes[:done]
+    for i in range(done, len(starts)):
+        s, v = starts[i], values[i]
         if out_s:
             pv = out_v[-1]
             if slopes is None:
@@ -145,14 +170,26 @@ def _canonical(starts: list[int], values: list[Any], slopes: list[float] | None)
         if out_m is not None:
             out_m.append(0.0 if v is None else slopes[i])  # type: ignore[index]
     if not out_s:
-        return KeyTimeline()
-    return KeyTimeline.model_construct(starts=out_s, values=out_v, slopes=out_m)
+        return EMPTY
+    return _timeline(out_s, out_v, out_m)
+
+
+_SCALARS = (str, int, float, bool)
 
 
 def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
     if a is None or b is None:
-        return a is None and b is None
+        return False
+    kind = type(a)
+    if kind is type(b) and kind in _SCALARS:  # the common case, without value_identity's tuples
+        return a == b
     return same_value(a, b)
+
+
+# The empty timeline, shared: timelines are never changed in place.
+EMPTY = KeyTimeline()
 
 
 class SpanPatch(BaseModel):
@@ -187,7 +224,7 @@ def diff(key: str, old: KeyTimeline, new: KeyTimeline) -> SpanPatch | None:
         first = new.starts[n] if len(new.starts) > n else old.starts[n]
     # From `first` on the timeline is `new`: clip its span that holds `first`.
     part = new.since(first) if new.starts and first >= new.starts[0] else new
-    return SpanPatch.model_construct(key=key, since=first, starts=part.starts, values=part.values, slopes=part.slopes)
+    return _patch(key, first, part.starts, part.values, part.slopes)
 
 
 # --- converting between per-key timelines and span sets -------------------------------
@@ -233,8 +270,7 @@ def from_span_set(spans: SpanSet, n_keys: int) -> list[KeyTimeline]:
     out = []
     for k in range(n_keys):
         lo, hi = int(offsets[k]), int(offsets[k + 1])
-        out.append(KeyTimeline.model_construct(starts=starts[lo:hi], values=values[lo:hi],
-                                               slopes=None if slopes is None else slopes[lo:hi]))
+        out.append(_timeline(starts[lo:hi], values[lo:hi], None if slopes is None else slopes[lo:hi]))
     return out
 
 
@@ -252,13 +288,16 @@ def from_span_set(spans: SpanSet, n_keys: int) -> list[KeyTimeline]:
 # batch evaluator's meaning: any order, nothing late).
 
 
-class KeyEvents(BaseModel):
-    """What a leaf keeps of one key: its origin and the events that can still matter."""
+@dataclass
+class KeyEvents:
+    """What a leaf keeps of one key: its origin and the events that can still matter.
+    A plain dataclass (pydantic validates it inside LeafSnapshot): the leaf updates it
+    for every event, and a pydantic model's attribute assignment costs several times more."""
 
     origin: int
-    times: list[int] = []      # sorted by (time, arrival)
-    seqs: list[int] = []
-    rows: list[list[Any]] = []  # field values, in the leaf's column order
+    times: list[int] = field(default_factory=list)      # sorted by (time, arrival)
+    seqs: list[int] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)  # field values, in the leaf's column order
     watermark: int | None = None  # the latest event time seen
     frontier: int | None = None   # the timeline is final before it; older events are late
 
@@ -439,7 +478,7 @@ class LeafStep:
 
     def timeline(self, key: str) -> KeyTimeline:
         """The key's timeline from its frontier on (what came before is final and emitted)."""
-        return self.timelines.get(key, KeyTimeline())
+        return self.timelines.get(key, EMPTY)
 
     def frontier(self, key: str) -> int | None:
         state = self.keys.get(key)
@@ -487,7 +526,7 @@ class DerivedStep:
         for i, patches in enumerate(child_patches):
             store = self.children[i]
             for p in patches:
-                store[p.key] = store.get(p.key, KeyTimeline()).with_patch(p)
+                store[p.key] = store.get(p.key, EMPTY).with_patch(p)
                 touched[p.key] = None
         patches = self._recompute(list(touched))
         if self.lateness is not None and watermarks:
@@ -498,7 +537,7 @@ class DerivedStep:
     def _recompute(self, keys: list[str]) -> list[SpanPatch]:
         if not keys:
             return []
-        per_child = [[store.get(k, KeyTimeline()) for k in keys] for store in self.children]
+        per_child = [[store.get(k, EMPTY) for k in keys] for store in self.children]
         origin = np.array([
             min((tl[k].starts[0] for tl in per_child if tl[k].starts), default=0) for k in range(len(keys))
         ], dtype=np.int64)
@@ -511,7 +550,7 @@ class DerivedStep:
             carried = self.carried.get(name)
             if carried:
                 values = [None if v is None else _num(v + carried) for v in tl.values]
-                tl = KeyTimeline.model_construct(starts=tl.starts, values=values, slopes=tl.slopes)
+                tl = _timeline(tl.starts, values, tl.slopes)
             frontier = self.frontiers.get(name)
             new.append(tl if frontier is None else tl.since(frontier))
         return _emit(keys, new, self.timelines)
@@ -535,12 +574,11 @@ class DerivedStep:
                 # The total up to where the kept part begins; own covers it: the
                 # kept part began after the last frontier, or is unchanged.
                 self.carried[name] = float(own.value_at(tl.starts[i]) or 0)
-            store[name] = KeyTimeline.model_construct(starts=tl.starts[i:], values=tl.values[i:],
-                                                      slopes=None if tl.slopes is None else tl.slopes[i:])
+            store[name] = _timeline(tl.starts[i:], tl.values[i:], None if tl.slopes is None else tl.slopes[i:])
 
     def timeline(self, key: str) -> KeyTimeline:
         """The key's timeline from its frontier on (what came before is final and emitted)."""
-        return self.timelines.get(key, KeyTimeline())
+        return self.timelines.get(key, EMPTY)
 
     def release(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -566,7 +604,7 @@ class DerivedStep:
 def _emit(keys: list[str], new: list[KeyTimeline], store: dict[str, KeyTimeline]) -> list[SpanPatch]:
     patches = []
     for name, tl in zip(keys, new):
-        patch = diff(name, store.get(name, KeyTimeline()), tl)
+        patch = diff(name, store.get(name, EMPTY), tl)
         store[name] = tl
         if patch is not None:
             patches.append(patch)
@@ -638,12 +676,12 @@ class IncrementalEvaluator:
         for node_id, node_patches in patches.items():
             sink = self.published[node_id]
             for p in node_patches:
-                sink[p.key] = sink.get(p.key, KeyTimeline()).with_patch(p)
+                sink[p.key] = sink.get(p.key, EMPTY).with_patch(p)
         return BatchResult(patches=patches, watermarks=watermarks)
 
     def timeline(self, key: str, node_id: str | None = None) -> KeyTimeline:
         """The key's whole timeline at a node: every patch the node emitted, merged."""
-        return self.published[node_id or self.plan.root].get(key, KeyTimeline())
+        return self.published[node_id or self.plan.root].get(key, EMPTY)
 
     def keys(self) -> list[str]:
         return list(self.latest)

@@ -153,6 +153,22 @@ def test_closed_keys_are_final_on_both_backends(store):
     assert store.result("t", "a").timeline == KeyTimeline(starts=[0, 10], values=["buffer", "play"])
 
 
+def test_many_results_in_one_read(store):
+    """`results` gives what `result` gives, for the keys asked (or all), without the missing ones."""
+    from timeline.store.sql import KEYS_PER_STATEMENT
+
+    names = [f"k{i:04d}" for i in range(KEYS_PER_STATEMENT + 5)]  # more than one statement's worth
+    store.apply_results(_batch(1, [SpanPatch(key=k, since=i, starts=[i], values=[k]) for i, k in enumerate(names)],
+                               watermarks={k: i for i, k in enumerate(names)}))
+    everything = store.results("t")
+    assert sorted(everything) == names
+    assert all(everything[k] == store.result("t", k) for k in names)
+    asked = store.results("t", [*names[::2], "nobody"])
+    assert sorted(asked) == names[::2] and "nobody" not in asked
+    assert asked[names[2]].timeline == KeyTimeline(starts=[2], values=[names[2]]) and asked[names[2]].watermark == 2
+    assert store.results("other") == {}
+
+
 def test_an_unknown_url_is_a_timeline_error():
     from timeline.dsl.errors import TimelineError
 

@@ -132,7 +132,8 @@ async def _live_parts(services: Services, spec: TimelineSpec, keys: list[str]) -
 async def _page(services: Services, spec: TimelineSpec, keys: list[str]) -> list[BulkKeyOut]:
     store = services.store
     assert store is not None
-    stored = {k: store.result(spec.name, k) for k in keys}
+    found = store.results(spec.name, keys)
+    stored = {k: found.get(k) for k in keys}
     open_keys = [k for k in keys if (s := stored[k]) is None or not s.closed]
     live = await _live_parts(services, spec, open_keys) if open_keys else {}
     out = []

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 from timeline.dsl.compiler import Plan
@@ -34,6 +33,7 @@ from timeline.models import (
     partial_aggregate_workflow_id,
     shard_of,
 )
+from timeline.runtime.codec import DATA_CONVERTER
 from timeline.runtime.settings import Endpoints
 
 # The node workflow's names (workflows/node.py): the runtime drives it by name, so
@@ -53,7 +53,7 @@ class ServiceUnavailable(TimelineError):
 
 
 async def connect(address: str, namespace: str = "default") -> Client:
-    return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+    return await Client.connect(address, namespace=namespace, data_converter=DATA_CONVERTER)
 
 
 async def connect_temporal(ep: Endpoints, timeout_s: float = 15) -> Client:

@@ -9,6 +9,7 @@ SQLAlchemy Core (`timeline.store.sql`), chosen by URL (`open_store`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from timeline.dsl.errors import TimelineError
@@ -80,6 +81,12 @@ class ResultsStore(ABC):
 
     @abstractmethod
     def keys(self, timeline: str, closed: bool | None = None) -> list[str]: ...
+
+    def results(self, timeline: str, keys: Sequence[str] | None = None) -> dict[str, StoredResult]:
+        """Many keys' results at once (all of the timeline's when `keys` is None); a key
+        without a result is left out."""
+        wanted = self.keys(timeline) if keys is None else keys
+        return {k: r for k in wanted if (r := self.result(timeline, k)) is not None}
 
     def close(self) -> None:
         pass

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -70,6 +70,8 @@ applied = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),
 )
 
+# Keys per `IN (...)` of a bulk read: under SQLite's default limit of bound parameters.
+KEYS_PER_STATEMENT = 900
 _INSERT = {"sqlite": sqlite_dialect.insert, "postgresql": pg_dialect.insert}
 
 
@@ -269,6 +271,21 @@ class SqlStore(ResultsStore):
         if row is None:
             return None
         return StoredResult(KeyTimeline.model_validate_json(row.spans), row.watermark, bool(row.closed))
+
+    def results(self, timeline: str, keys: Sequence[str] | None = None) -> dict[str, StoredResult]:
+        """One query per chunk of keys (one for the whole timeline), not one per key."""
+        query = sa.select(results.c.key, results.c.spans, results.c.watermark, results.c.closed).where(
+            results.c.timeline == timeline)
+        out: dict[str, StoredResult] = {}
+        with self._read() as conn:
+            chunks = [None] if keys is None else [list(keys[i:i + KEYS_PER_STATEMENT])
+                                                 for i in range(0, len(keys), KEYS_PER_STATEMENT)]
+            for chunk in chunks:
+                q = query if chunk is None else query.where(results.c.key.in_(chunk))
+                for row in conn.execute(q):
+                    out[row.key] = StoredResult(KeyTimeline.model_validate_json(row.spans), row.watermark,
+                                                bool(row.closed))
+        return out
 
     def keys(self, timeline: str, closed: bool | None = None) -> list[str]:
         query = sa.select(results.c.key).where(results.c.timeline == timeline)
