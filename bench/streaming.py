@@ -57,8 +57,9 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def start_worker(self):
-        self.spawn("worker", ["worker"])
+    def start_worker(self, n: int = 1):
+        for i in range(n):
+            self.spawn("worker" if n == 1 else f"worker-{i}", ["worker"])
 
     def start_feeder(self, topic: str, batch_size: int):
         self.spawn(f"feeder-{topic}", ["feeder", "--topic", topic, "--batch-size", str(batch_size),
@@ -337,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-sessions", type=int, default=300)
     ap.add_argument("--naive-sessions", type=int, default=40, help="sessions for the one-signal-per-event baseline")
     ap.add_argument("--shards", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1, help="worker processes (they share the task queue)")
     ap.add_argument("--batch-size", type=int, default=2000, help="feeder batch size")
     ap.add_argument("--linger-ms", type=int, default=200)
     ap.add_argument("--timeout", type=float, default=900)
@@ -346,9 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     state = Path(tempfile.mkdtemp(prefix="timeline-bench-"))
     st = Stack(state, args.batch_size, args.linger_ms)
     try:
-        st.start_worker()
+        st.start_worker(args.workers)
         now = int(time.time() * 1000) - 3_600_000
-        print(f"stack up in {state}; shards={args.shards}, feeder batch={args.batch_size}, linger={args.linger_ms}ms")
+        print(f"stack up in {state}; shards={args.shards}, workers={args.workers}, feeder batch={args.batch_size}, "
+              f"linger={args.linger_ms}ms")
         thr = run_case(st, "bench-throughput", "bench-throughput", records_for(args.sessions, 1, "t", now),
                        args.shards, args.batch_size, 0, args.timeout)
         print(f"throughput: {thr['events']:,} events ({thr['sessions']:,} sessions) final in {thr['seconds']:.1f}s "

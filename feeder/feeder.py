@@ -69,7 +69,7 @@ class Stopping(Exception):
 class FeederSettings:
     topic: str
     subscription: str = "timeline-feeder"
-    batch_size: int = 500
+    batch_size: int = 2000
     linger_ms: int = 200
     dead_letter_topic: str | None = None
     refresh_s: float = 1.0          # how often registrations are re-read (removals noticed within it)

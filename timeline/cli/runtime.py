@@ -355,7 +355,8 @@ def add_feeder_options(f: argparse.ArgumentParser) -> None:
     add_endpoint_options(f)
     f.add_argument("--topic", default="video-events", help="source topic (default video-events)")
     f.add_argument("--subscription", default="timeline-feeder", help="subscription name (default timeline-feeder)")
-    f.add_argument("--batch-size", type=int, default=500, help="events per batch at most (default 500)")
+    f.add_argument("--batch-size", type=int, default=2000,
+                   help="events per batch at most (default 2000; batches are smaller when the load is light)")
     f.add_argument("--linger-ms", type=int, default=200, help="longest wait to fill a batch (default 200)")
     f.add_argument("--dead-letter-topic", help="where bad messages go (default TOPIC-dead-letter)")
     f.add_argument("--subscription-type", choices=["exclusive", "failover"], default="failover",
