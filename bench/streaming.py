@@ -142,14 +142,16 @@ def wait_final(store_url: str, timeline: str, expected: dict, timeout: float,
     final: dict[str, float] = {}
     deadline = time.monotonic() + timeout
     progress = time.monotonic()
+    seen_until: float | None = None
     while len(final) < len(expected) and time.monotonic() < deadline:
         before = len(final)
         # One read of every result (not a query per key: the watcher must cost the
         # machine little, or it measures itself).
-        now = time.monotonic()
-        for k, got in store.results(timeline).items():
+        now, wall = time.monotonic(), time.time()
+        for k, got in store.results(timeline, updated_since=seen_until).items():
             if k not in final and got.timeline == expected.get(k):
                 final[k] = now
+        seen_until = wall - 1.0  # rows written since the read began (a second's margin)
         if len(final) > before:
             progress = time.monotonic()
         elif final and time.monotonic() - progress > stalled_after:

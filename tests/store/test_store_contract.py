@@ -167,6 +167,14 @@ def test_many_results_in_one_read(store):
     assert sorted(asked) == names[::2] and "nobody" not in asked
     assert asked[names[2]].timeline == KeyTimeline(starts=[2], values=[names[2]]) and asked[names[2]].watermark == 2
     assert store.results("other") == {}
+    import time
+
+    later = time.time() + 0.001
+    time.sleep(0.01)
+    store.apply_results(_batch(2, [SpanPatch(key=names[1], since=50, starts=[50], values=["x"])],
+                               watermarks={names[1]: 50}))
+    assert list(store.results("t", updated_since=later)) == [names[1]]
+    assert store.results("t", names[:3], updated_since=later)[names[1]].timeline.values == [names[1], "x"]
 
 
 def test_an_unknown_url_is_a_timeline_error():

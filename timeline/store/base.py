@@ -82,11 +82,12 @@ class ResultsStore(ABC):
     @abstractmethod
     def keys(self, timeline: str, closed: bool | None = None) -> list[str]: ...
 
-    def results(self, timeline: str, keys: Sequence[str] | None = None) -> dict[str, StoredResult]:
-        """Many keys' results at once (all of the timeline's when `keys` is None); a key
-        without a result is left out."""
-        wanted = self.keys(timeline) if keys is None else keys
-        return {k: r for k in wanted if (r := self.result(timeline, k)) is not None}
+    @abstractmethod
+    def results(self, timeline: str, keys: Sequence[str] | None = None,
+                updated_since: float | None = None) -> dict[str, StoredResult]:
+        """Many keys' results at once (all of the timeline's when `keys` is None), optionally
+        only those written at or after `updated_since` (seconds since the epoch, this
+        store's clock); a key without a result is left out."""
 
     def close(self) -> None:
         pass

@@ -272,10 +272,13 @@ class SqlStore(ResultsStore):
             return None
         return StoredResult(KeyTimeline.model_validate_json(row.spans), row.watermark, bool(row.closed))
 
-    def results(self, timeline: str, keys: Sequence[str] | None = None) -> dict[str, StoredResult]:
+    def results(self, timeline: str, keys: Sequence[str] | None = None,
+                updated_since: float | None = None) -> dict[str, StoredResult]:
         """One query per chunk of keys (one for the whole timeline), not one per key."""
         query = sa.select(results.c.key, results.c.spans, results.c.watermark, results.c.closed).where(
             results.c.timeline == timeline)
+        if updated_since is not None:
+            query = query.where(results.c.updated_at >= updated_since)
         out: dict[str, StoredResult] = {}
         with self._read() as conn:
             chunks = [None] if keys is None else [list(keys[i:i + KEYS_PER_STATEMENT])
