@@ -197,7 +197,8 @@ def explain_not_converged(store_url: str, timeline: str, expected: dict, final: 
                      "spans)")
     for s in statuses or []:
         if s.health != "ok":
-            lines.append(f"  node {s.node_id} shard {s.shard}: {s.health}, {s.state_bytes:,} bytes of state")
+            lines.append(f"  node {s.node_id} shard {s.shard}: {s.health}, {s.state_bytes:,} bytes of state "
+                         f"({s.payload_bytes:,} as stored)")
     store.close()
     return "\n".join(lines)
 

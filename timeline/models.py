@@ -71,7 +71,8 @@ class TimelineSpec(BaseModel):
     # keeps per key (README: Bounded state and late events).
     allowed_lateness_s: float = Field(default=DEFAULT_ALLOWED_LATENESS_S, ge=0, le=MAX_ALLOWED_LATENESS_S)
     # The most state a node workflow of this timeline should carry (its continue-as-new
-    # input): past it the node reports "state_over_limit" (GET /timelines/NAME health).
+    # input, as Temporal stores it: compressed): past it the node reports
+    # "state_over_limit" (GET /timelines/NAME health).
     max_state_bytes: int = Field(default=DEFAULT_MAX_STATE_BYTES, ge=16_384, le=MAX_STATE_BYTES)
     results_topic: str | None = None
     # Which registration under this name: set when it is saved, new each time the name is
@@ -356,14 +357,15 @@ class NodeStatus(BaseModel):
     seq: int
     batches_applied: int
     events_applied: int
-    state_bytes: int
+    state_bytes: int              # the state's JSON
     run_batches: int
     duplicates_skipped: int = 0
     events_rejected: int = 0
     generation: str = ""
     late_events: int = 0          # leaf: events side-output as late (older than the allowed lateness)
-    max_state_bytes: int = 0      # the registration's limit on state_bytes
-    largest_carried_bytes: int = 0  # the largest state carried into continue-as-new so far
+    payload_bytes: int = 0        # the state as Temporal would store it (compressed): what the limit counts
+    max_state_bytes: int = 0      # the registration's limit on payload_bytes
+    largest_carried_bytes: int = 0  # the largest state carried into continue-as-new so far (as stored)
     health: str = "ok"            # "ok", or "state_over_limit" (more live keys than the shard holds)
 
 

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         SpanPatch,
     )
     from timeline.dsl.limits import MAX_SIGNAL_BYTES
+    from timeline.runtime.codec import stored_size
     from timeline.models import (
         AppliedPositions,
         EventBatchSignal,
@@ -53,7 +54,8 @@ SIDE_OUTPUT = "side-output"
 # Measuring the state serialises it: do it every few batches, not on each.
 MEASURE_EVERY_BATCHES = 16
 # A node carries at most this times its registration's max_state_bytes into
-# continue-as-new (1.5 MB by default, under Temporal's 2 MB payload limit).
+# continue-as-new (1.5 MB by default, under Temporal's 2 MB payload limit), counted
+# as Temporal stores it (compressed by the runtime's codec).
 CARRY_FACTOR = 1.5
 
 
@@ -95,7 +97,8 @@ class TimelineNodeWorkflow:
         self.outbox: dict[str, _Outbox] = {}
         self.sending = 0
         self.applied = AppliedPositions()
-        self.state_bytes = 0
+        self.state_bytes = 0      # the state's JSON, as last measured
+        self.payload_bytes = 0    # the same as Temporal would store it (compressed): what the limit counts
         self.measured_at = 0
         self.deferred_until = 0   # continue-as-new put off (state too large to carry) until this batch
 
@@ -134,11 +137,13 @@ class TimelineNodeWorkflow:
     @workflow.query(name="status")
     def status(self) -> NodeStatus:
         assert self.step is not None and self.input is not None
-        size = len(self._next_input().model_dump_json())
+        state = self._next_input().model_dump_json().encode()
+        size = stored_size(state)
         limit = self.input.spec.max_state_bytes
         return NodeStatus(node_id=self.input.node_id, shard=self.input.shard, keys=len(self.step.timelines),
                           seq=self.input.seq, batches_applied=self.batches_applied,
-                          events_applied=self.input.events_applied, state_bytes=size, run_batches=self.run_batches,
+                          events_applied=self.input.events_applied, state_bytes=len(state), payload_bytes=size,
+                          run_batches=self.run_batches,
                           duplicates_skipped=self.input.duplicates_skipped,
                           events_rejected=self.input.events_rejected, generation=self.input.spec.generation,
                           late_events=getattr(self.step, "late_events", 0), max_state_bytes=limit,
@@ -207,13 +212,13 @@ class TimelineNodeWorkflow:
                         and not any(self.outbox.values()))
                     if not (self.pending_events or self.pending_patches):
                         self._measure()
-                        if self.state_bytes > CARRY_FACTOR * inp.spec.max_state_bytes:
+                        if self.payload_bytes > CARRY_FACTOR * inp.spec.max_state_bytes:
                             # Carrying this much could pass the server's payload limit and fail the
                             # task on every retry: keep serving in this run (health says why) and
                             # try again later, when closed keys may have made room.
                             self.deferred_until = self.run_batches + MEASURE_EVERY_BATCHES
                             continue
-                        inp.largest_carried_bytes = max(inp.largest_carried_bytes, self.state_bytes)
+                        inp.largest_carried_bytes = max(inp.largest_carried_bytes, self.payload_bytes)
                         workflow.continue_as_new(self._next_input())
         finally:
             idle_timer.cancel()
@@ -240,14 +245,17 @@ class TimelineNodeWorkflow:
 
     def _measure(self) -> None:
         """The state's size; past the registration's limit, say so (once per crossing)."""
-        size = len(self._next_input().model_dump_json())
+        state = self._next_input().model_dump_json().encode()
+        size = stored_size(state)  # what continue-as-new would hand Temporal (compressed)
         limit = self.input.spec.max_state_bytes  # type: ignore[union-attr]
-        if size > limit >= self.state_bytes:
+        if size > limit >= self.payload_bytes:
             workflow.logger.warning(
-                "timeline %s node %s shard %d holds %d bytes of state, over its limit of %d: more live keys "
-                "than a shard holds (README: capacity model); register the timeline with more shards",
-                self.input.spec.name, self.node.id, self.input.shard, size, limit)  # type: ignore[union-attr]
-        self.state_bytes = size
+                "timeline %s node %s shard %d holds %d bytes of state (%d as stored), over its limit of %d: more "
+                "live keys than a shard holds (README: capacity model); register the timeline with more shards",
+                self.input.spec.name, self.node.id, self.input.shard, len(state), size,  # type: ignore[union-attr]
+                limit)
+        self.state_bytes = len(state)
+        self.payload_bytes = size
 
     # --- applying what arrived ---------------------------------------------------------
     def _apply_pending(self) -> None:

@@ -60,7 +60,9 @@ class NodeHealthOut(BaseModel):
     node_id: str
     shard: int
     keys: int
-    state_bytes: int
+    state_bytes: int = Field(description="the node's state as JSON")
+    payload_bytes: int = Field(description="the same as Temporal stores it (compressed): what max_state_bytes "
+                                           "counts")
     largest_carried_bytes: int
     late_events: int
     health: str
@@ -74,8 +76,9 @@ class TimelineHealthOut(BaseModel):
     status: Literal["ok", "state_over_limit", "unavailable"]
     late_events: int = Field(description="events not applied because they came later than the allowed "
                                          "lateness (sent to the side-output topic with reason late)")
-    max_state_bytes: int
-    largest_state_bytes: int
+    max_state_bytes: int = Field(description="the registration's limit on a node's state as Temporal stores it")
+    largest_state_bytes: int = Field(description="the largest node state, as JSON")
+    largest_payload_bytes: int = Field(0, description="the largest node state as Temporal stores it (compressed)")
     nodes: list[NodeHealthOut] = Field(description="the nodes that are not ok (all of them with ?nodes=all)")
     problems: list[str] = []
 
@@ -202,7 +205,9 @@ async def timeline_health(services: Services, spec: TimelineSpec, every_node: bo
     return TimelineHealthOut(
         status=state, late_events=sum(s.late_events for s in statuses if s.node_id == first_leaf),
         max_state_bytes=spec.max_state_bytes, largest_state_bytes=max((s.state_bytes for s in statuses), default=0),
+        largest_payload_bytes=max((s.payload_bytes for s in statuses), default=0),
         nodes=[NodeHealthOut(node_id=s.node_id, shard=s.shard, keys=s.keys, state_bytes=s.state_bytes,
+                             payload_bytes=s.payload_bytes,
                              largest_carried_bytes=s.largest_carried_bytes, late_events=s.late_events,
                              health=s.health) for s in shown],
         problems=problems[:20])
