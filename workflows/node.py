@@ -53,6 +53,14 @@ REGISTRATION_CHECK_TIMEOUT = timedelta(seconds=30)
 SIDE_OUTPUT = "side-output"
 # Measuring the state serialises it: do it every few batches, not on each.
 MEASURE_EVERY_BATCHES = 16
+# One workflow activation must give control back within 2 s (the SDK's deadlock
+# detection; fixed). Signals pile up while a worker is behind and arrive in one
+# activation: applying such a backlog at once took longer than that on a loaded
+# machine (the task then failed, and its retries had the same backlog). A node applies
+# at most this many events or patches per activation (at least one signal), then
+# starts a new one with a 1 ms timer.
+MAX_ITEMS_PER_ACTIVATION = 4000
+CHUNKED_APPLY = "apply-backlog-in-chunks"
 # A node carries at most this times its registration's max_state_bytes into
 # continue-as-new (1.5 MB by default, under Temporal's 2 MB payload limit), counted
 # as Temporal stores it (compressed by the runtime's codec).
@@ -198,7 +206,13 @@ class TimelineNodeWorkflow:
                 await workflow.wait_condition(
                     lambda: bool(self.pending_events or self.pending_patches) or self.stopping or self.idle_due)
                 if self.pending_events or self.pending_patches:
+                    # (Histories written before chunking replay as they ran: all at once.)
+                    budget = MAX_ITEMS_PER_ACTIVATION if workflow.patched(CHUNKED_APPLY) else None
+                    later_events, later_patches = self._hold_back(budget)
                     self._apply_pending()
+                    self.pending_events, self.pending_patches = later_events, later_patches
+                    if later_events or later_patches:
+                        await workflow.sleep(timedelta(milliseconds=1))
                 if self.idle_due:
                     self.idle_due = False
                     self._close_idle()
@@ -258,6 +272,25 @@ class TimelineNodeWorkflow:
         self.payload_bytes = size
 
     # --- applying what arrived ---------------------------------------------------------
+    def _hold_back(self, budget: int | None) -> tuple[list[EventBatchSignal], list[PatchSignal]]:
+        """Leaves pending only what one activation applies (whole signals, in order, at least
+        one; a leaf gets events, a derived node patches); returns the rest, for the next."""
+        if budget is None:
+            return [], []
+
+        def split(pending: list, size) -> list:
+            used = 0
+            for i, signal in enumerate(pending):
+                if used and used + size(signal) > budget:
+                    held = pending[i:]
+                    del pending[i:]
+                    return held
+                used += size(signal)
+            return []
+
+        return (split(self.pending_events, lambda sig: len(sig.positions)),
+                split(self.pending_patches, lambda sig: len(sig.patches) + len(sig.watermarks)))
+
     def _apply_pending(self) -> None:
         inp = self.input
         assert inp is not None and self.step is not None

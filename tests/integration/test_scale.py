@@ -238,3 +238,58 @@ async def _failed_workflow_tasks(address, name):
             elif ev.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
                 bad.append((wf.id, "execution failed", str(ev)[:300]))
     return bad, continued
+
+
+def test_a_backlog_is_applied_over_several_activations(tmp_path, pulsar_server, aio, wait_for):
+    """Signals that piled up while no worker ran reach a leaf in one activation. The leaf
+    applies them a budget at a time (MAX_ITEMS_PER_ACTIVATION), each part in a workflow
+    task of its own, so no task runs into the SDK's 2 s deadlock detection however long the
+    backlog; every result still equals batch and no workflow task failed."""
+    from temporalio.api.enums.v1 import EventType
+
+    from timeline.workflows.node import MAX_ITEMS_PER_ACTIVATION
+
+    server = start_temporal(tmp_path / "temporal", die_with_parent=True)
+    ep = Endpoints(temporal=server.address, pulsar=pulsar_server.address, store=f"sqlite:///{tmp_path / 'r.db'}")
+    worker = None
+    try:
+        with TestClient(create_app(ep)) as api:
+            name = "backlog"
+            r = api.post("/timelines", json=body(name, shards=1))
+            assert r.status_code == 201, r.text
+            spec = TimelineSpec.model_validate(r.json()["spec"])
+            records = generate_sessions(300, seed=11, out_of_order=0.1).to_records()
+            assert len(records) > 3 * MAX_ITEMS_PER_ACTIVATION
+            send(aio, ep.temporal, spec, records, chunks=40)  # no worker yet: 40 signals wait per leaf
+            expected = eval_json(CIR, records)
+            worker = spawn("backlog-worker", ["worker", "--temporal", ep.temporal, "--pulsar", ep.pulsar,
+                                              "--store", ep.store], tmp_path / "logs")
+
+            def converged():
+                page = api.get(f"/timelines/{name}/results", params={"limit": 1000}).json()
+                got = {row["key"]: spans(row) for row in page["keys"]}
+                return got == expected
+
+            wait_for(converged, timeout=600, interval=2.0, message="every result of the backlog to equal batch")
+            failures, _ = aio.run(_failed_workflow_tasks(ep.temporal, name))
+            assert failures == [], failures[:3]
+
+            async def chunk_timers() -> int:
+                client = await connect(ep.temporal)
+                spec_leaf = spec.plan.leaves[0].id
+                from timeline.models import node_workflow_id
+
+                handle = client.get_workflow_handle(node_workflow_id(spec, spec_leaf, 0))
+                timers = 0
+                async for ev in handle.fetch_history_events():
+                    if ev.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
+                        timeout = ev.timer_started_event_attributes.start_to_fire_timeout
+                        timers += timeout.seconds == 0 and timeout.nanos == 1_000_000
+                return timers
+
+            # The backlog (over 3 budgets) went through at least 3 activations of the first leaf.
+            assert aio.run(chunk_timers()) >= 3
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
