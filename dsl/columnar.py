@@ -10,6 +10,13 @@ number column mixing 1 and 1.5 (Arrow makes both floats, so 1 would print as
 exact decoder, which reports every bad line with its number and reason. So
 the fast path is an optimisation only: it never changes an answer.
 
+The exact decoder also refuses events past the size and nesting limits
+(dsl/limits.py), which Arrow would read. Before Arrow's table is used, the
+input is checked for lines that may be past them (`_check_event_limits`:
+a few microseconds for the size, one pass over the bytes for the nesting);
+a line that is or may be past a limit sends the input to the exact decoder,
+so bad lines are reported the same whichever path reads them.
+
 Parquet and Arrow IPC files, and DataFrames (the Python API), are typed
 already: their values are taken as they are, and a row without a usable key
 or time is a bad row (numbered from 1), like a bad line.
@@ -29,8 +36,16 @@ import numpy as np
 
 from timeline.dsl.decode import BadLine, DecodedEvents, decode_jsonl
 from timeline.dsl.errors import EventError, UsageError
-from timeline.dsl.events import CodedColumn, EventFrame, ValueEncoder, parse_key, parse_time, time_range_problem
-from timeline.dsl.limits import MAX_TIME_MS, MIN_TIME_MS
+from timeline.dsl.events import (
+    CodedColumn,
+    EventFrame,
+    ValueEncoder,
+    json_depth,
+    parse_key,
+    parse_time,
+    time_range_problem,
+)
+from timeline.dsl.limits import MAX_EVENT_BYTES, MAX_EVENT_DEPTH, MAX_TIME_MS, MIN_TIME_MS
 from timeline.dsl.spans import NumericSpans, SpanSet, StateSpans, key_offsets, next_start, numbers_to_python
 
 if TYPE_CHECKING:
@@ -46,6 +61,9 @@ JSON_BLOCK_BYTES = 4 << 20
 MIN_JSON_BLOCK_BYTES = 4096
 # When Arrow cannot read the whole input exactly, it is read again in slices of this size.
 SLICE_BYTES = 32 << 20
+# Lines that may be nested past MAX_EVENT_DEPTH (they have that many '{' and '[') are checked
+# one by one; more of them than this and the exact decoder reads the input.
+MAX_DEPTH_CANDIDATES = 1000
 
 EVENT_SUFFIXES = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -113,6 +131,7 @@ def _arrow_events(data_of, head: bytes, source: Path | None, key_paths, time_pat
     """The events as Arrow reads them, or None when only the exact decoder gives the answer."""
     try:
         table = _arrow_read_json(data_of, head, source, key_paths, time_path, paths)
+        _check_event_limits(data_of, source, table.num_rows)
         return table_events(table, key_paths, time_path, paths, from_json=True)
     except NotExact:
         return None
@@ -120,6 +139,71 @@ def _arrow_events(data_of, head: bytes, source: Path | None, key_paths, time_pat
         if not type(exc).__module__.startswith("pyarrow"):
             raise
         return None
+
+
+def _check_event_limits(data_of, source: Path | None, rows: int) -> None:
+    """NotExact when some line is past the size or nesting limit the exact decoder applies
+    (or may be: then the exact decoder decides)."""
+    if source is None:
+        _check_limits_of(data_of(), rows)
+        return
+    import mmap
+
+    with open(source, "rb") as f:
+        if f.seek(0, 2) == 0:
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            _check_limits_of(mapped, rows)
+
+
+def _check_limits_of(buf, rows: int) -> None:
+    """`buf` (bytes or a memory map) holds `rows` JSON objects, one a line, as Arrow read them."""
+    n = len(buf)
+    if n > MAX_EVENT_BYTES:
+        # Size: a line longer than MAX_EVENT_BYTES covers a whole aligned block of half that
+        # size, which then has no newline. Each look stops at the block's first newline.
+        half = MAX_EVENT_BYTES // 2
+        for lo in range(0, n, half):
+            hi = min(n, lo + half)
+            if hi - lo == half and buf.find(b"\n", lo, hi) < 0:
+                start = buf.rfind(b"\n", 0, lo) + 1
+                end = buf.find(b"\n", hi)
+                if (n if end < 0 else end) - start > MAX_EVENT_BYTES:
+                    raise NotExact("a line past the size limit")
+    # Nesting: a line nested deeper than MAX_EVENT_DEPTH opens that many '{' or '[' (each row
+    # opens at least one). Few opens beyond one a row: no line can be that deep.
+    data = np.frombuffer(buf, dtype=np.uint8)
+    if _count_opens(data) - rows <= MAX_EVENT_DEPTH - 1:
+        return
+    newlines = np.flatnonzero(data == 10)
+    opens = np.flatnonzero((data | 0x20) == 0x7B)  # '[' is 0x5B, '{' is 0x7B
+    per_line = np.bincount(np.searchsorted(newlines, opens), minlength=len(newlines) + 1)
+    candidates = np.flatnonzero(per_line > MAX_EVENT_DEPTH)
+    if len(candidates) > MAX_DEPTH_CANDIDATES:
+        raise NotExact("many lines may be past the nesting limit")
+    bounds = np.concatenate(([-1], newlines, [n]))
+    for line in candidates.tolist():
+        raw = bytes(buf[int(bounds[line]) + 1:int(bounds[line + 1])])
+        try:
+            deep = json_depth(msgspec.json.decode(raw)) > MAX_EVENT_DEPTH
+        except (msgspec.DecodeError, RecursionError):
+            deep = True
+        if deep:
+            raise NotExact("a line past the nesting limit")
+
+
+def _count_opens(data: np.ndarray, block: int = 1 << 18) -> int:
+    """How many bytes are '{' or '[', a block at a time (stays in cache, no big temporaries)."""
+    total = 0
+    folded = np.empty(min(block, len(data)), dtype=np.uint8)
+    hits = np.empty(len(folded), dtype=bool)
+    for lo in range(0, len(data), block):
+        part = data[lo:lo + block]
+        m = len(part)
+        np.bitwise_or(part, 0x20, out=folded[:m])
+        np.equal(folded[:m], 0x7B, out=hits[:m])
+        total += int(np.count_nonzero(hits[:m]))
+    return total
 
 
 def _slices(data: bytes, size: int):
@@ -250,9 +334,11 @@ def table_events(table: "pa.Table", key_path, time_path: Path_, paths: Sequence[
             times = times[keep]
         if len(key_parts) == 1:
             keys = key_parts[0]
-        else:  # a composite key: its parts joined by ':', as the exact decoder does
+        else:  # a composite key: its parts escaped and joined by ':', as events.join_key_parts does
             text = pa.large_string()
-            keys = pc.binary_join_element_wise(*(pc.cast(p, text) for p in key_parts), pa.scalar(":", text))
+            escaped = [pc.replace_substring(pc.replace_substring(pc.cast(p, text), "\\", "\\\\"), ":", "\\:")
+                       for p in key_parts]
+            keys = pc.binary_join_element_wise(*escaped, pa.scalar(":", text))
         encoded = pc.dictionary_encode(keys)
         key_codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         key_names = encoded.dictionary.to_pylist()

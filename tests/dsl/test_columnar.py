@@ -16,6 +16,7 @@ from timeline.dsl.batch import run_eval
 from timeline.dsl.columnar import read_jsonl, table_events
 from timeline.dsl.compiler import compile_expression
 from timeline.dsl.decode import decode_jsonl
+from timeline.dsl.limits import MAX_EVENT_BYTES, MAX_EVENT_DEPTH
 
 EXPRESSIONS = [
     "latest_event_to_state(s)",
@@ -62,7 +63,7 @@ def jsonl(draw):
            for c in ("s", "n", "b", "q")}
     time_kind = draw(st.sampled_from(["int", "digits", "iso"] if clean else sorted(TIMES)))
     key_kind = draw(st.sampled_from(["str", "int"] if clean else sorted(KEYS)))
-    broken = None if clean else draw(st.sampled_from([None, "json", "no-key", "no-time", "bad-time"]))
+    broken = None if clean else draw(st.sampled_from([None, "json", "no-key", "no-time", "bad-time", "deep"]))
     lines = []
     for _ in range(draw(st.integers(1, 30))):
         event: dict = {"k": draw(KEYS[key_kind]), "t": draw(TIMES[time_kind])}
@@ -79,8 +80,13 @@ def jsonl(draw):
     if broken is not None:
         at = draw(st.integers(0, len(lines)))
         bad = {"json": b'{"k": "a", "t": 1', "no-key": b'{"t": 5, "s": "x"}', "no-time": b'{"k": "a"}',
-               "bad-time": b'{"k": "a", "t": "yesterday"}'}[broken]
+               "bad-time": b'{"k": "a", "t": "yesterday"}',
+               # one level past MAX_EVENT_DEPTH, in a field no expression reads (Arrow would read it)
+               "deep": b'{"k": "a", "t": 1, "x": ' + b"[" * MAX_EVENT_DEPTH + b"]" * MAX_EVENT_DEPTH + b"}"}[broken]
         lines.insert(at, bad)
+    if draw(st.integers(0, 4)) == 0:  # nested right at the limit: a good line
+        lines.insert(draw(st.integers(0, len(lines))),
+                     b'{"k": "b", "t": 2, "x": ' + b'{"a": ' * (MAX_EVENT_DEPTH - 1) + b"1" + b"}" * MAX_EVENT_DEPTH)
     if draw(st.booleans()):
         lines.insert(draw(st.integers(0, len(lines))), b"")  # a blank line
     return b"\n".join(lines) + (b"\n" if draw(st.booleans()) else b"")
@@ -145,6 +151,45 @@ def test_clean_input_takes_the_arrow_path(monkeypatch):
     monkeypatch.setattr(columnar, "decode_jsonl", refuse)
     for expression in EXPRESSIONS:
         assert answers(data, expression, read_jsonl) == expected[expression], expression
+
+
+def test_lines_past_the_size_limit_are_bad_lines_on_the_arrow_path_too(tmp_path):
+    """A line one byte past MAX_EVENT_BYTES is a bad line whichever path reads it; one at the
+    limit is an event (the size check looks at whole lines, wherever they fall in the file)."""
+    pad = MAX_EVENT_BYTES - len(b'{"k": "b", "t": 3, "pad": ""}')
+    at_limit = b'{"k": "b", "t": 3, "pad": "%s"}' % (b"x" * pad)
+    past = b'{"k": "a", "t": 4, "pad": "%s"}' % (b"x" * (pad + 1))
+    assert len(at_limit) == MAX_EVENT_BYTES and len(past) == MAX_EVENT_BYTES + 1
+    small = [msgspec.json.encode({"k": "a", "t": i, "s": "xy"[i % 2]}) for i in range(50)]
+    for lines in ([*small, past, at_limit], [at_limit, *small], [past], [*small[:3], past, *small[3:]]):
+        data = b"\n".join(lines) + b"\n"
+        path = tmp_path / "e.jsonl"
+        path.write_bytes(data)
+        plan = compile_expression("latest_event_to_state(s)")
+        exact = decode_jsonl(data, (("k",),), ("t",), plan.columns())
+        for fast in (read_jsonl(data, (("k",),), ("t",), plan.columns()),
+                     columnar.read_events_file(str(path), (("k",),), ("t",), plan.columns())):
+            assert [(b.line, b.reason) for b in fast.bad] == [(b.line, b.reason) for b in exact.bad]
+            assert fast.key_names == exact.key_names
+            assert columnar.answer_json(plan, fast, None, None, None) == msgspec.json.encode(
+                run_eval(plan, exact, None, None, None))
+        assert any("bytes; the limit is" in b.reason for b in exact.bad) == (past in lines)
+
+
+def test_nested_but_within_limits_stays_on_the_arrow_path(monkeypatch):
+    """Many brackets (nested fields on every line, a line at the nesting limit, brackets inside
+    strings) are checked line by line, not sent to the exact decoder."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("fell back to the exact decoder")
+
+    lines = [msgspec.json.encode({"k": f"s{i % 3}", "t": i, "s": "x", "p": {"q": [[1]], "r": "{[" * 40}})
+             for i in range(500)]
+    lines.insert(7, b'{"k": "s1", "t": 7, "x": ' + b"[" * (MAX_EVENT_DEPTH - 1) + b"]" * (MAX_EVENT_DEPTH - 1) + b"}")
+    data = b"\n".join(lines)
+    expected = answers(data, "latest_event_to_state(s)", decode_jsonl)
+    assert expected[0] == []
+    monkeypatch.setattr(columnar, "decode_jsonl", refuse)
+    assert answers(data, "latest_event_to_state(s)", read_jsonl) == expected
 
 
 def test_iso_times_and_a_field_missing_from_the_first_block(monkeypatch):
@@ -231,3 +276,14 @@ def test_json_answer_renders_fractional_numbers_and_odd_strings():
         decoded = read_jsonl(data, ("k",), ("t",), plan.columns())
         assert columnar.answer_json(plan, decoded, None, None, None) == msgspec.json.encode(
             run_eval(plan, decoded, None, None, None)), expression
+
+
+def test_composite_keys_are_escaped_on_the_arrow_path_like_the_exact_decoder(monkeypatch):
+    events = [{"k": "a:b", "w": "c", "t": 1, "s": "x"}, {"k": "a", "w": "b:c", "t": 2, "s": "y"},
+              {"k": "a\\", "w": ":", "t": 3, "s": "z"}, {"k": "enwiki", "w": "12", "t": 4, "s": "x"}]
+    data = b"\n".join(msgspec.json.encode(e) for e in events)
+    plan = compile_expression("latest_event_to_state(s)")
+    exact = decode_jsonl(data, (("k",), ("w",)), ("t",), plan.columns())
+    monkeypatch.setattr(columnar, "decode_jsonl", None)  # the Arrow path only
+    fast = read_jsonl(data, (("k",), ("w",)), ("t",), plan.columns())
+    assert fast.key_names == exact.key_names == ["a\\:b:c", "a:b\\:c", "a\\\\:\\:", "enwiki:12"]
