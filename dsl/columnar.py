@@ -27,6 +27,8 @@ pyarrow is imported on first use, so `import timeline` stays light.
 from __future__ import annotations
 
 import gc
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -339,22 +341,88 @@ def table_events(table: "pa.Table", key_path, time_path: Path_, paths: Sequence[
             escaped = [pc.replace_substring(pc.replace_substring(pc.cast(p, text), "\\", "\\\\"), ":", "\\:")
                        for p in key_parts]
             keys = pc.binary_join_element_wise(*escaped, pa.scalar(":", text))
-        encoded = pc.dictionary_encode(keys)
-        key_codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        key_names = encoded.dictionary.to_pylist()
-        columns = {}
-        for path in paths:
+        n_kept = len(times)
+
+        def coded(path: Path_) -> CodedColumn:
             col = _column(table, path, from_json)
             if keep is not None and col is not None:
                 col = col.filter(pa.array(keep))
-            columns[path] = _coded(col, path, len(key_codes), from_json)
-        events = EventFrame.build(key_codes, times, columns, n_keys=len(key_names))
+            return _coded(col, path, n_kept, from_json)
+
+        threads = _thread_count(None, n_kept)
+        with ThreadPoolExecutor(threads) if threads > 1 else _NoPool() as pool:
+            # the value columns are encoded while this thread encodes the keys (Arrow's
+            # kernels release the GIL)
+            pending = {path: pool.submit(coded, path) for path in paths}
+            encoded = pc.dictionary_encode(keys)
+            key_codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+            key_names = encoded.dictionary.to_pylist()
+            columns = {path: job.result() for path, job in pending.items()}
+            events = sorted_events(key_codes, times, columns, len(key_names), pool, threads)
         bad = [BadLine(row + 1, reason, _row_json(table, row, key_paths, time_path))
                for row, reason in sorted(bad_rows.items())]
         return DecodedEvents(key_names=key_names, events=events, bad=bad, lines=n)
     finally:
         if was_enabled:
             gc.enable()
+
+
+class _NoPool:
+    """A stand-in for a thread pool that runs each job at once, in this thread."""
+
+    def __enter__(self) -> "_NoPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def submit(self, fn, *args) -> Future:
+        job: Future = Future()
+        try:
+            job.set_result(fn(*args))
+        except BaseException as exc:  # re-raised by result(), as a pool's job would
+            job.set_exception(exc)
+        return job
+
+    def map(self, fn, items):
+        return map(fn, items)
+
+
+def sorted_events(key: np.ndarray, time: np.ndarray, columns: dict[Path_, CodedColumn], n_keys: int,
+                  pool, parts: int) -> EventFrame:
+    """`EventFrame.build(key, time, columns, n_keys)` (events in arrival order, every key 0..n_keys-1
+    present), the keys cut into `parts` ranges of about equal events, each range sorted by `pool`.
+    The ranges are consecutive keys, so the sorted ranges side by side are the sorted whole; each
+    keeps arrival order within, so ties stay in arrival order as EventFrame.build keeps them."""
+    from timeline.dsl.spans import Frame, sort_order
+
+    n = len(key)
+    if parts <= 1 or n == 0:
+        return EventFrame.build(key, time, columns, n_keys=n_keys)
+    ends = np.cumsum(np.bincount(key, minlength=n_keys))
+    cuts = sorted({0, n_keys, *(int(np.searchsorted(ends, i * n // parts, side="right")) for i in range(1, parts))})
+    base = int(time.min())
+    out_key = np.empty(n, dtype=np.int64)
+    out_time = np.empty(n, dtype=np.int64)
+    out_codes = {p: np.empty(n, dtype=np.int32) for p in columns}
+
+    def one(bounds: tuple[int, int]) -> None:
+        k0, k1 = bounds
+        e0, e1 = (int(ends[k0 - 1]) if k0 else 0), int(ends[k1 - 1])
+        rows = np.flatnonzero((key >= k0) & (key < k1))
+        order = rows[sort_order(key[rows], time[rows], base)]
+        np.take(key, order, out=out_key[e0:e1])
+        np.take(time, order, out=out_time[e0:e1])
+        for p, c in columns.items():
+            np.take(c.codes, order, out=out_codes[p][e0:e1])
+
+    list(pool.map(one, [(k0, k1) for k0, k1 in zip(cuts[:-1], cuts[1:]) if k1 > k0]))
+    origin = np.empty(n_keys, dtype=np.int64)
+    first = np.ones(n, dtype=bool)
+    first[1:] = out_key[1:] != out_key[:-1]
+    origin[out_key[first]] = out_time[first]
+    return EventFrame(Frame(origin), out_key, out_time,
+                      {p: CodedColumn(out_codes[p], c.vocab) for p, c in columns.items()})
 
 
 def _column(table: "pa.Table", path: Path_, from_json: bool):
@@ -783,21 +851,84 @@ def output_kind(name: str) -> str:
 
 # --- the JSON answer, rendered by Arrow's string kernels ----------------------
 
-def answer_json(plan, decoded: DecodedEvents, at: int | None, frm: int | None, to: int | None) -> bytes:
+def answer_json(plan, decoded: DecodedEvents, at: int | None, frm: int | None, to: int | None,
+                threads: int | None = None) -> bytes:
     """`timeline eval`'s JSON answer as bytes: exactly msgspec.json.encode(run_eval(...)), with
-    whole timelines rendered by Arrow's string kernels instead of one Python object per span."""
-    from timeline.dsl.batch import evaluate_root, run_eval
+    whole timelines rendered by Arrow's string kernels instead of one Python object per span.
+    Whole timelines of many events are evaluated and rendered in `threads` key ranges at once
+    (default: one per core), see `timelines_json_threaded`."""
+    from timeline.dsl.batch import run_eval
 
     if plan.aggregation is None and at is None and frm is None and to is None and len(decoded.events):
-        rendered = timelines_json_bytes(evaluate_root(plan, decoded.events), decoded.key_names)
+        rendered = timelines_json_threaded(plan, decoded, threads)
         if rendered is not None:
             return rendered
     return msgspec.json.encode(run_eval(plan, decoded, at, frm, to))
 
 
-def timelines_json_bytes(spans: SpanSet, key_names: list[str]) -> bytes | None:
+def timelines_json_threaded(plan, decoded: DecodedEvents, threads: int | None = None) -> bytes | None:
+    """Every key's whole root timeline as `timelines_json_bytes` renders it, the keys cut into
+    ranges of about equal events, each range evaluated and rendered in a thread of its own. Keys
+    are independent and each range keeps the whole frame's base, so the pieces, in key order, are
+    the whole answer byte for byte; numpy's and Arrow's kernels release the GIL, so the ranges run
+    on as many cores. None as for `timelines_json_bytes`."""
+    from timeline.dsl.batch import evaluate_root
+
+    events, names = decoded.events, decoded.key_names
+    ranges = key_ranges(events.key, len(names), _thread_count(threads, len(events)))
+    if len(ranges) == 1:
+        return timelines_json_bytes(evaluate_root(plan, events), names)
+
+    def one(bounds: tuple[int, int, int, int]) -> bytes | None:
+        k0, k1, e0, e1 = bounds
+        part = key_range_frame(events, k0, k1, e0, e1)
+        return timelines_json_bytes(evaluate_root(plan, part), names[k0:k1], braces=False)
+
+    with ThreadPoolExecutor(len(ranges), thread_name_prefix="timeline-eval") as pool:
+        pieces = list(pool.map(one, ranges))
+    if any(p is None for p in pieces):
+        return None
+    return b"{" + b",".join(pieces) + b"}"  # type: ignore[arg-type]
+
+
+# Key ranges evaluated at once: one a core (at most this many), each of at least this many events.
+MAX_EVAL_THREADS = 8
+MIN_EVENTS_PER_THREAD = 100_000
+
+
+def _thread_count(threads: int | None, n_events: int) -> int:
+    if threads is None:
+        threads = min(os.cpu_count() or 1, MAX_EVAL_THREADS)
+    return max(1, min(threads, n_events // max(1, MIN_EVENTS_PER_THREAD)))
+
+
+def key_ranges(key: np.ndarray, n_keys: int, parts: int) -> list[tuple[int, int, int, int]]:
+    """(first key, end key, first event, end event) of up to `parts` ranges of consecutive keys
+    with about equal numbers of events (`key`: sorted codes, every key 0..n_keys-1 present)."""
+    n = len(key)
+    cuts = {0, n_keys}
+    for i in range(1, parts):
+        cuts.add(int(key[min(n - 1, i * n // parts)]))
+    keys = sorted(cuts)
+    starts = np.searchsorted(key, keys, side="left").tolist()
+    return [(k0, k1, e0, e1) for k0, k1, e0, e1 in zip(keys[:-1], keys[1:], starts[:-1], starts[1:]) if k1 > k0]
+
+
+def key_range_frame(events: EventFrame, k0: int, k1: int, e0: int, e1: int) -> EventFrame:
+    """Keys k0..k1-1 (events e0..e1-1) of a sorted frame as a frame of their own (keys from 0),
+    with the whole frame's base; the columns are views, not copies."""
+    from timeline.dsl.spans import Frame
+
+    frame = Frame(events.frame.origin[k0:k1], first=events.frame.base)
+    key = events.key[e0:e1] - k0 if k0 else events.key[e0:e1]
+    columns = {p: CodedColumn(c.codes[e0:e1], c.vocab) for p, c in events.columns.items()}
+    return EventFrame(frame, key, events.time[e0:e1], columns)
+
+
+def timelines_json_bytes(spans: SpanSet, key_names: list[str], braces: bool = True) -> bytes | None:
     """msgspec.json.encode(results.timelines_json(spans, key_names)), built column-wise; None when a
-    numeric value is not whole (floats are left to msgspec's formatting)."""
+    numeric value is not whole (floats are left to msgspec's formatting). Without `braces`, the
+    object's members only."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -824,11 +955,23 @@ def timelines_json_bytes(spans: SpanSet, key_names: list[str]) -> bytes | None:
         rows = _concat(text, '{"start":', start_text, ',"end":', end_text, ',"value":', value_text, "}")
     offsets = key_offsets(spans.key, len(key_names)).astype(np.int64)
     per_key = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), rows), pa.scalar(",", text))
-    names = pa.array([msgspec.json.encode(k).decode() for k in key_names], text)
-    entries = _concat(text, names, ":[", per_key, "]")
+    entries = _concat(text, _json_strings(key_names, text), ":[", per_key, "]")
     whole = pc.binary_join(pa.LargeListArray.from_arrays(pa.array([0, len(entries)], pa.int64()), entries),
                            pa.scalar(",", text))
-    return b"{" + whole[0].as_buffer().to_pybytes() + b"}"
+    members = whole[0].as_buffer().to_pybytes()
+    return b"{" + members + b"}" if braces else members
+
+
+def _json_strings(strings: list[str], text) -> "pa.Array":
+    """Strings as msgspec writes them in JSON: quoted; '"', '\\' and control characters escaped
+    (msgspec escapes nothing else), so strings without those are only quoted."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(strings, text)
+    if pc.any(pc.match_substring_regex(arr, r'[\x00-\x1f"\\]')).as_py():
+        return pa.array([msgspec.json.encode(k).decode() for k in strings], text)
+    return _concat(text, '"', arr, '"')
 
 
 def _concat(text, *parts):

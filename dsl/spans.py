@@ -37,6 +37,9 @@ class Frame:
     """The keys evaluated together and the time each key's timelines begin."""
 
     origin: np.ndarray  # int64[K]: the key's first event time
+    # Where times are measured from: the earliest origin, unless given (a range of the keys of
+    # a larger frame, evaluated on its own, keeps that frame's base and so its horizon).
+    first: int | None = None
 
     @property
     def n_keys(self) -> int:
@@ -44,6 +47,8 @@ class Frame:
 
     @property
     def base(self) -> int:
+        if self.first is not None:
+            return self.first
         return int(self.origin.min()) if len(self.origin) else 0
 
     def horizon(self) -> int:
@@ -66,14 +71,15 @@ def sort_order(key: np.ndarray, start: np.ndarray, base: int) -> np.ndarray:
     top = int(key.max())
     if top >= MAX_COMPOSITE_KEYS or not 0 <= int(start.min()) - base <= int(start.max()) - base <= TIME_LIMIT:
         return np.lexsort((start, key))  # (key, start) does not pack into one int64 (stable too)
-    comp = composite(key, start, base)
-    descents = int(np.count_nonzero(comp[1:] < comp[:-1]))
-    if descents == 0:
-        return np.arange(n, dtype=np.int64)
-    if descents <= n >> 6:
-        # A few sorted runs (span sets concatenated to be merged, nearly sorted events):
-        # timsort merges them in about one pass.
-        return np.argsort(comp, kind="stable")
+    if int(np.count_nonzero(key[1:] < key[:-1])) <= n >> 6:
+        comp = composite(key, start, base)
+        descents = int(np.count_nonzero(comp[1:] < comp[:-1]))
+        if descents == 0:
+            return np.arange(n, dtype=np.int64)
+        if descents <= n >> 6:
+            # A few sorted runs (span sets concatenated to be merged, nearly sorted events):
+            # timsort merges them in about one pass.
+            return np.argsort(comp, kind="stable")
     if top < 1 << 16:
         order = np.argsort(key.astype(np.uint16), kind="stable")
     elif top < 1 << 32:

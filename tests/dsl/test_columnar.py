@@ -287,3 +287,53 @@ def test_composite_keys_are_escaped_on_the_arrow_path_like_the_exact_decoder(mon
     monkeypatch.setattr(columnar, "decode_jsonl", None)  # the Arrow path only
     fast = read_jsonl(data, (("k",), ("w",)), ("t",), plan.columns())
     assert fast.key_names == exact.key_names == ["a\\:b:c", "a:b\\:c", "a\\\\:\\:", "enwiki:12"]
+
+
+# --- evaluating and rendering key ranges in threads ----------------------------
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=jsonl(), expression=st.sampled_from(EXPRESSIONS + [
+    "duration_where(has_existed(n > 1))", "duration_in_cur_state(latest_event_to_state(s))",
+    "latest_event_to_state(n) > 0.5"]), threads=st.integers(2, 5))
+def test_key_ranges_in_threads_answer_byte_for_byte_like_one_thread(data, expression, threads):
+    """Sorting, evaluating and rendering key ranges in threads (forced here on a few events)
+    gives the events, bad lines and answer of the exact decoder and one evaluation."""
+    plan = compile_expression(expression)
+    exact = decode_jsonl(data, (("k",),), ("t",), plan.columns())
+    try:
+        expected = msgspec.json.encode(run_eval(plan, exact, None, None, None))
+    except Exception as exc:
+        expected = type(exc)
+    saved = columnar.MIN_EVENTS_PER_THREAD, columnar.MAX_EVAL_THREADS
+    columnar.MIN_EVENTS_PER_THREAD, columnar.MAX_EVAL_THREADS = 1, threads
+    try:
+        fast = read_jsonl(data, (("k",),), ("t",), plan.columns())
+        try:
+            got = columnar.answer_json(plan, fast, None, None, None, threads=threads)
+        except Exception as exc:
+            got = type(exc)
+    finally:
+        columnar.MIN_EVENTS_PER_THREAD, columnar.MAX_EVAL_THREADS = saved
+    assert [(b.line, b.reason) for b in fast.bad] == [(b.line, b.reason) for b in exact.bad]
+    assert fast.key_names == exact.key_names
+    for a, b in ((fast.events.key, exact.events.key), (fast.events.time, exact.events.time),
+                 (fast.events.frame.origin, exact.events.frame.origin)):
+        assert a.tolist() == b.tolist()
+    assert got == expected
+
+
+def test_key_ranges_keep_the_whole_frames_horizon(monkeypatch):
+    """A crossing just past the frame's horizon (TIME_LIMIT after the earliest key's first event) is
+    'never' for every key, also in a key range whose own first event is later."""
+    from timeline.dsl.spans import TIME_LIMIT
+
+    late = TIME_LIMIT - 10
+    data = b"\n".join(msgspec.json.encode(e) for e in [
+        {"k": "a", "t": 0, "s": "x"}, {"k": "a", "t": 5, "s": "y"},
+        {"k": "b", "t": late, "s": "x"}, {"k": "b", "t": late + 1, "s": "x"}])
+    plan = compile_expression("duration_in_cur_state(latest_event_to_state(s)) >= 100")
+    decoded = decode_jsonl(data, (("k",),), ("t",), plan.columns())
+    expected = msgspec.json.encode(run_eval(plan, decoded, None, None, None))
+    monkeypatch.setattr(columnar, "MIN_EVENTS_PER_THREAD", 1)
+    assert columnar.answer_json(plan, decoded, None, None, None, threads=2) == expected
+    assert b'"b":[{"start":%d,"end":null,"value":false}]' % late in expected
