@@ -132,8 +132,11 @@ def _read_jsonl(data_of, head: bytes, key_path, time_path, paths, source: Path |
 def _arrow_events(data_of, head: bytes, source: Path | None, key_paths, time_path, paths) -> DecodedEvents | None:
     """The events as Arrow reads them, or None when only the exact decoder gives the answer."""
     try:
-        table = _arrow_read_json(data_of, head, source, key_paths, time_path, paths)
-        _check_event_limits(data_of, source, table.num_rows)
+        # Arrow reads (releasing the GIL) while this thread looks for lines past the limits.
+        with ThreadPoolExecutor(1, thread_name_prefix="timeline-read") as pool:
+            reading = pool.submit(_arrow_read_json, data_of, head, source, key_paths, time_path, paths)
+            _check_event_limits(data_of, source, lambda: reading.result().num_rows)
+            table = reading.result()
         return table_events(table, key_paths, time_path, paths, from_json=True)
     except NotExact:
         return None
@@ -143,11 +146,11 @@ def _arrow_events(data_of, head: bytes, source: Path | None, key_paths, time_pat
         return None
 
 
-def _check_event_limits(data_of, source: Path | None, rows: int) -> None:
+def _check_event_limits(data_of, source: Path | None, rows_of) -> None:
     """NotExact when some line is past the size or nesting limit the exact decoder applies
-    (or may be: then the exact decoder decides)."""
+    (or may be: then the exact decoder decides). `rows_of()`: how many rows Arrow read."""
     if source is None:
-        _check_limits_of(data_of(), rows)
+        _check_limits_of(data_of(), rows_of)
         return
     import mmap
 
@@ -155,11 +158,11 @@ def _check_event_limits(data_of, source: Path | None, rows: int) -> None:
         if f.seek(0, 2) == 0:
             return
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            _check_limits_of(mapped, rows)
+            _check_limits_of(mapped, rows_of)
 
 
-def _check_limits_of(buf, rows: int) -> None:
-    """`buf` (bytes or a memory map) holds `rows` JSON objects, one a line, as Arrow read them."""
+def _check_limits_of(buf, rows_of) -> None:
+    """`buf` (bytes or a memory map) holds `rows_of()` JSON objects, one a line, as Arrow read them."""
     n = len(buf)
     if n > MAX_EVENT_BYTES:
         # Size: a line longer than MAX_EVENT_BYTES covers a whole aligned block of half that
@@ -173,17 +176,27 @@ def _check_limits_of(buf, rows: int) -> None:
                 if (n if end < 0 else end) - start > MAX_EVENT_BYTES:
                     raise NotExact("a line past the size limit")
     # Nesting: a line nested deeper than MAX_EVENT_DEPTH opens that many '{' or '[' (each row
-    # opens at least one). Few opens beyond one a row: no line can be that deep.
-    data = np.frombuffer(buf, dtype=np.uint8)
-    if _count_opens(data) - rows <= MAX_EVENT_DEPTH - 1:
+    # opens at least one). Few opens beyond one a row: no line can be that deep. (No numpy view
+    # of `buf` outlives the helpers: a memory map cannot close while one is alive.)
+    if _count_opens(buf) - rows_of() <= MAX_EVENT_DEPTH - 1:
         return
+    problem = _nesting_problem(buf)
+    if problem:
+        raise NotExact(problem)
+
+
+def _nesting_problem(buf) -> str | None:
+    """Whether some line is nested past MAX_EVENT_DEPTH: the lines with that many '{' or '[' are
+    decoded and measured (brackets in strings count too, so this only picks the candidates)."""
+    data = np.frombuffer(buf, dtype=np.uint8)
     newlines = np.flatnonzero(data == 10)
     opens = np.flatnonzero((data | 0x20) == 0x7B)  # '[' is 0x5B, '{' is 0x7B
+    del data
     per_line = np.bincount(np.searchsorted(newlines, opens), minlength=len(newlines) + 1)
     candidates = np.flatnonzero(per_line > MAX_EVENT_DEPTH)
     if len(candidates) > MAX_DEPTH_CANDIDATES:
-        raise NotExact("many lines may be past the nesting limit")
-    bounds = np.concatenate(([-1], newlines, [n]))
+        return "many lines may be past the nesting limit"
+    bounds = np.concatenate(([-1], newlines, [len(buf)]))
     for line in candidates.tolist():
         raw = bytes(buf[int(bounds[line]) + 1:int(bounds[line + 1])])
         try:
@@ -191,11 +204,13 @@ def _check_limits_of(buf, rows: int) -> None:
         except (msgspec.DecodeError, RecursionError):
             deep = True
         if deep:
-            raise NotExact("a line past the nesting limit")
+            return "a line past the nesting limit"
+    return None
 
 
-def _count_opens(data: np.ndarray, block: int = 1 << 18) -> int:
+def _count_opens(buf, block: int = 1 << 18) -> int:
     """How many bytes are '{' or '[', a block at a time (stays in cache, no big temporaries)."""
+    data = np.frombuffer(buf, dtype=np.uint8)
     total = 0
     folded = np.empty(min(block, len(data)), dtype=np.uint8)
     hits = np.empty(len(folded), dtype=bool)

@@ -111,3 +111,16 @@ def test_the_same_report_from_the_arrow_path_and_the_exact_decoder(capsys, tmp_p
                                                       {"start": 2, "end": None, "value": 2}],
                                                "b": [{"start": 5, "end": None, "value": 3}]}
     assert [json.loads(r)["line"] for r in dead.splitlines()] == [3, 4]
+
+
+def test_a_file_with_only_a_too_deep_line_reports_it_from_either_path(capsys, tmp_path, monkeypatch):
+    import timeline.dsl.columnar as columnar
+
+    deep = '{"k": "a", "t": 3, "x": ' + "[" * 64 + "]" * 64 + "}"
+    data = tmp_path / "e.jsonl"
+    data.write_text("\n".join([GOOD, *[GOOD.replace('"t": 1', f'"t": {i}') for i in range(2, 80)], deep]))
+    argv = ["eval", "latest_event_to_state(n)", "--events", str(data), "--key", "k", "--time", "t"]
+    fast = run(capsys, *argv)
+    monkeypatch.setattr(columnar, "_arrow_events", lambda *args: None)
+    assert fast == run(capsys, *argv)
+    assert fast[0] == 1 and f"{data}:80: nested more than 64 levels deep" in fast[2]
