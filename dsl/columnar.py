@@ -424,7 +424,12 @@ def sorted_events(key: np.ndarray, time: np.ndarray, columns: dict[Path_, CodedC
     def one(bounds: tuple[int, int]) -> None:
         k0, k1 = bounds
         e0, e1 = (int(ends[k0 - 1]) if k0 else 0), int(ends[k1 - 1])
-        rows = np.flatnonzero((key >= k0) & (key < k1))
+        if k0 == 0:
+            rows = np.flatnonzero(key < k1)
+        elif k1 == n_keys:
+            rows = np.flatnonzero(key >= k0)
+        else:
+            rows = np.flatnonzero((key >= k0) & (key < k1))
         order = rows[sort_order(key[rows], time[rows], base)]
         np.take(key, order, out=out_key[e0:e1])
         np.take(time, order, out=out_time[e0:e1])

@@ -336,8 +336,9 @@ def align(sets: Sequence[SpanSet], frame: Frame) -> tuple[np.ndarray, np.ndarray
     # number wrapped past 127 sets).
     kept_at = np.flatnonzero(keep)
     bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
+    counter = np.int32 if len(order) < 2**31 else np.int64
     idx = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        count = np.cumsum((order >= lo) & (order < hi), dtype=np.int64)
-        idx.append(count[kept_at] - 1)
+        count = np.cumsum((order >= lo) & (order < hi), dtype=counter)
+        idx.append(count[kept_at].astype(np.int64) - 1)
     return key[keep], start[keep], idx
