@@ -918,7 +918,8 @@ MIN_EVENTS_PER_THREAD = 100_000
 
 def _thread_count(threads: int | None, n_events: int) -> int:
     if threads is None:
-        threads = min(os.cpu_count() or 1, MAX_EVAL_THREADS)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = min(cores or 1, MAX_EVAL_THREADS)
     return max(1, min(threads, n_events // max(1, MIN_EVENTS_PER_THREAD)))
 
 

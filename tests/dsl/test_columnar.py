@@ -337,3 +337,26 @@ def test_key_ranges_keep_the_whole_frames_horizon(monkeypatch):
     monkeypatch.setattr(columnar, "MIN_EVENTS_PER_THREAD", 1)
     assert columnar.answer_json(plan, decoded, None, None, None, threads=2) == expected
     assert b'"b":[{"start":%d,"end":null,"value":false}]' % late in expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(n_keys=st.integers(1, 40), n=st.integers(0, 300), parts=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
+def test_sorting_in_key_ranges_gives_event_frame_builds_frame(n_keys, n, parts, seed):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from timeline.dsl.events import CodedColumn, EventFrame
+
+    rng = np.random.default_rng(seed)
+    n = max(n, n_keys)
+    key = np.concatenate([np.arange(n_keys), rng.integers(0, n_keys, n - n_keys)])
+    rng.shuffle(key)
+    time = np.sort(rng.integers(0, 1000, n))
+    time[rng.random(n) < 0.2] -= rng.integers(0, 50)  # some late, some equal times
+    columns = {("s",): CodedColumn(rng.integers(-1, 3, n).astype(np.int32), ["x", "y", "z"])}
+    expected = EventFrame.build(key, time, columns, n_keys=n_keys)
+    with ThreadPoolExecutor(parts) as pool:
+        got = columnar.sorted_events(key, time, columns, n_keys, pool, parts)
+    assert got.key.tolist() == expected.key.tolist()
+    assert got.time.tolist() == expected.time.tolist()
+    assert got.frame.origin.tolist() == expected.frame.origin.tolist()
+    assert got.column(("s",)).codes.tolist() == expected.column(("s",)).codes.tolist()
