@@ -498,6 +498,8 @@ def _key_strings(col, path: Path_, n: int, from_json: bool, bad_rows: dict[int, 
             except EventError as exc:
                 bad_rows.setdefault(i, exc.reason)
         return pa.array([None if i in bad_rows else str(v) for i, v in enumerate(values)], pa.string())
+    if strings.null_count == 0 and (len(strings) == 0 or pc.min(pc.binary_length(strings)).as_py() > 0):
+        return strings  # the common case, checked cheaply: every key there and not empty
     unusable = pc.or_kleene(pc.is_null(strings), pc.equal(pc.utf8_length(strings), 0)).fill_null(True)
     if pc.any(unusable).as_py():
         if from_json:
@@ -524,7 +526,8 @@ def _times(col, path: Path_, n: int, from_json: bool, col_names: list[str]) -> t
     if col.null_count and from_json:
         raise NotExact("a line without a time")
     if pa.types.is_integer(typ):
-        times = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        times = np.asarray((col.fill_null(0) if col.null_count else col).to_numpy(zero_copy_only=False),
+                           dtype=np.int64)
     elif pa.types.is_timestamp(typ):
         times = _timestamps_ms(col)
     elif pa.types.is_date(typ):
@@ -549,6 +552,8 @@ def _times(col, path: Path_, n: int, from_json: bool, col_names: list[str]) -> t
         values = col.to_numpy(zero_copy_only=False)
         for i in np.flatnonzero(~np.isnan(values) & (values != np.floor(values))).tolist():
             bad.setdefault(i, f"time at '{name}' must be whole milliseconds, got {values[i]!r}")
+    if len(times) == 0 or MIN_TIME_MS <= int(times.min()) and int(times.max()) <= MAX_TIME_MS:
+        return times, bad
     out_of_range = (times < MIN_TIME_MS) | (times > MAX_TIME_MS)
     if out_of_range.any():
         if from_json:
@@ -633,7 +638,8 @@ def _coded(col, path: Path_, n: int, from_json: bool) -> CodedColumn:
             raise NotExact(f"{'.'.join(path)}: values of type {typ}")
         return ValueEncoder().encode(col.to_pylist())
     encoded = pc.dictionary_encode(col)
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+    indices = encoded.indices.fill_null(-1) if encoded.indices.null_count else encoded.indices
+    codes = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int32)
     vocab = encoded.dictionary.to_pylist()
     if pa.types.is_floating(typ) and len(set(vocab)) < len(vocab):
         # 0.0 and -0.0 (or NaNs) are one value to Python's equality: merge them.
