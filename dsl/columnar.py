@@ -10,6 +10,13 @@ number column mixing 1 and 1.5 (Arrow makes both floats, so 1 would print as
 exact decoder, which reports every bad line with its number and reason. So
 the fast path is an optimisation only: it never changes an answer.
 
+The exact decoder also refuses events past the size and nesting limits
+(dsl/limits.py), which Arrow would read. Before Arrow's table is used, the
+input is checked for lines that may be past them (`_check_event_limits`:
+a few microseconds for the size, one pass over the bytes for the nesting);
+a line that is or may be past a limit sends the input to the exact decoder,
+so bad lines are reported the same whichever path reads them.
+
 Parquet and Arrow IPC files, and DataFrames (the Python API), are typed
 already: their values are taken as they are, and a row without a usable key
 or time is a bad row (numbered from 1), like a bad line.
@@ -20,6 +27,8 @@ pyarrow is imported on first use, so `import timeline` stays light.
 from __future__ import annotations
 
 import gc
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -29,8 +38,16 @@ import numpy as np
 
 from timeline.dsl.decode import BadLine, DecodedEvents, decode_jsonl
 from timeline.dsl.errors import EventError, UsageError
-from timeline.dsl.events import CodedColumn, EventFrame, ValueEncoder, parse_key, parse_time, time_range_problem
-from timeline.dsl.limits import MAX_TIME_MS, MIN_TIME_MS
+from timeline.dsl.events import (
+    CodedColumn,
+    EventFrame,
+    ValueEncoder,
+    json_depth,
+    parse_key,
+    parse_time,
+    time_range_problem,
+)
+from timeline.dsl.limits import MAX_EVENT_BYTES, MAX_EVENT_DEPTH, MAX_TIME_MS, MIN_TIME_MS
 from timeline.dsl.spans import NumericSpans, SpanSet, StateSpans, key_offsets, next_start, numbers_to_python
 
 if TYPE_CHECKING:
@@ -46,6 +63,9 @@ JSON_BLOCK_BYTES = 4 << 20
 MIN_JSON_BLOCK_BYTES = 4096
 # When Arrow cannot read the whole input exactly, it is read again in slices of this size.
 SLICE_BYTES = 32 << 20
+# Lines that may be nested past MAX_EVENT_DEPTH (they have that many '{' and '[') are checked
+# one by one; more of them than this and the exact decoder reads the input.
+MAX_DEPTH_CANDIDATES = 1000
 
 EVENT_SUFFIXES = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -112,7 +132,11 @@ def _read_jsonl(data_of, head: bytes, key_path, time_path, paths, source: Path |
 def _arrow_events(data_of, head: bytes, source: Path | None, key_paths, time_path, paths) -> DecodedEvents | None:
     """The events as Arrow reads them, or None when only the exact decoder gives the answer."""
     try:
-        table = _arrow_read_json(data_of, head, source, key_paths, time_path, paths)
+        # Arrow reads (releasing the GIL) while this thread looks for lines past the limits.
+        with ThreadPoolExecutor(1, thread_name_prefix="timeline-read") as pool:
+            reading = pool.submit(_arrow_read_json, data_of, head, source, key_paths, time_path, paths)
+            _check_event_limits(data_of, source, lambda: reading.result().num_rows)
+            table = reading.result()
         return table_events(table, key_paths, time_path, paths, from_json=True)
     except NotExact:
         return None
@@ -120,6 +144,83 @@ def _arrow_events(data_of, head: bytes, source: Path | None, key_paths, time_pat
         if not type(exc).__module__.startswith("pyarrow"):
             raise
         return None
+
+
+def _check_event_limits(data_of, source: Path | None, rows_of) -> None:
+    """NotExact when some line is past the size or nesting limit the exact decoder applies
+    (or may be: then the exact decoder decides). `rows_of()`: how many rows Arrow read."""
+    if source is None:
+        _check_limits_of(data_of(), rows_of)
+        return
+    import mmap
+
+    with open(source, "rb") as f:
+        if f.seek(0, 2) == 0:
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            _check_limits_of(mapped, rows_of)
+
+
+def _check_limits_of(buf, rows_of) -> None:
+    """`buf` (bytes or a memory map) holds `rows_of()` JSON objects, one a line, as Arrow read them."""
+    n = len(buf)
+    if n > MAX_EVENT_BYTES:
+        # Size: a line longer than MAX_EVENT_BYTES covers a whole aligned block of half that
+        # size, which then has no newline. Each look stops at the block's first newline.
+        half = MAX_EVENT_BYTES // 2
+        for lo in range(0, n, half):
+            hi = min(n, lo + half)
+            if hi - lo == half and buf.find(b"\n", lo, hi) < 0:
+                start = buf.rfind(b"\n", 0, lo) + 1
+                end = buf.find(b"\n", hi)
+                if (n if end < 0 else end) - start > MAX_EVENT_BYTES:
+                    raise NotExact("a line past the size limit")
+    # Nesting: a line nested deeper than MAX_EVENT_DEPTH opens that many '{' or '[' (each row
+    # opens at least one). Few opens beyond one a row: no line can be that deep. (No numpy view
+    # of `buf` outlives the helpers: a memory map cannot close while one is alive.)
+    if _count_opens(buf) - rows_of() <= MAX_EVENT_DEPTH - 1:
+        return
+    problem = _nesting_problem(buf)
+    if problem:
+        raise NotExact(problem)
+
+
+def _nesting_problem(buf) -> str | None:
+    """Whether some line is nested past MAX_EVENT_DEPTH: the lines with that many '{' or '[' are
+    decoded and measured (brackets in strings count too, so this only picks the candidates)."""
+    data = np.frombuffer(buf, dtype=np.uint8)
+    newlines = np.flatnonzero(data == 10)
+    opens = np.flatnonzero((data | 0x20) == 0x7B)  # '[' is 0x5B, '{' is 0x7B
+    del data
+    per_line = np.bincount(np.searchsorted(newlines, opens), minlength=len(newlines) + 1)
+    candidates = np.flatnonzero(per_line > MAX_EVENT_DEPTH)
+    if len(candidates) > MAX_DEPTH_CANDIDATES:
+        return "many lines may be past the nesting limit"
+    bounds = np.concatenate(([-1], newlines, [len(buf)]))
+    for line in candidates.tolist():
+        raw = bytes(buf[int(bounds[line]) + 1:int(bounds[line + 1])])
+        try:
+            deep = json_depth(msgspec.json.decode(raw)) > MAX_EVENT_DEPTH
+        except (msgspec.DecodeError, RecursionError):
+            deep = True
+        if deep:
+            return "a line past the nesting limit"
+    return None
+
+
+def _count_opens(buf, block: int = 1 << 18) -> int:
+    """How many bytes are '{' or '[', a block at a time (stays in cache, no big temporaries)."""
+    data = np.frombuffer(buf, dtype=np.uint8)
+    total = 0
+    folded = np.empty(min(block, len(data)), dtype=np.uint8)
+    hits = np.empty(len(folded), dtype=bool)
+    for lo in range(0, len(data), block):
+        part = data[lo:lo + block]
+        m = len(part)
+        np.bitwise_or(part, 0x20, out=folded[:m])
+        np.equal(folded[:m], 0x7B, out=hits[:m])
+        total += int(np.count_nonzero(hits[:m]))
+    return total
 
 
 def _slices(data: bytes, size: int):
@@ -250,25 +351,98 @@ def table_events(table: "pa.Table", key_path, time_path: Path_, paths: Sequence[
             times = times[keep]
         if len(key_parts) == 1:
             keys = key_parts[0]
-        else:  # a composite key: its parts joined by ':', as the exact decoder does
+        else:  # a composite key: its parts escaped and joined by ':', as events.join_key_parts does
             text = pa.large_string()
-            keys = pc.binary_join_element_wise(*(pc.cast(p, text) for p in key_parts), pa.scalar(":", text))
-        encoded = pc.dictionary_encode(keys)
-        key_codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        key_names = encoded.dictionary.to_pylist()
-        columns = {}
-        for path in paths:
+            escaped = [pc.replace_substring(pc.replace_substring(pc.cast(p, text), "\\", "\\\\"), ":", "\\:")
+                       for p in key_parts]
+            keys = pc.binary_join_element_wise(*escaped, pa.scalar(":", text))
+        n_kept = len(times)
+
+        def coded(path: Path_) -> CodedColumn:
             col = _column(table, path, from_json)
             if keep is not None and col is not None:
                 col = col.filter(pa.array(keep))
-            columns[path] = _coded(col, path, len(key_codes), from_json)
-        events = EventFrame.build(key_codes, times, columns, n_keys=len(key_names))
+            return _coded(col, path, n_kept, from_json)
+
+        threads = _thread_count(None, n_kept)
+        with ThreadPoolExecutor(threads) if threads > 1 else _NoPool() as pool:
+            # the value columns are encoded while this thread encodes the keys (Arrow's
+            # kernels release the GIL)
+            pending = {path: pool.submit(coded, path) for path in paths}
+            encoded = pc.dictionary_encode(keys)
+            key_codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+            key_names = encoded.dictionary.to_pylist()
+            columns = {path: job.result() for path, job in pending.items()}
+            events = sorted_events(key_codes, times, columns, len(key_names), pool, threads)
         bad = [BadLine(row + 1, reason, _row_json(table, row, key_paths, time_path))
                for row, reason in sorted(bad_rows.items())]
         return DecodedEvents(key_names=key_names, events=events, bad=bad, lines=n)
     finally:
         if was_enabled:
             gc.enable()
+
+
+class _NoPool:
+    """A stand-in for a thread pool that runs each job at once, in this thread."""
+
+    def __enter__(self) -> "_NoPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def submit(self, fn, *args) -> Future:
+        job: Future = Future()
+        try:
+            job.set_result(fn(*args))
+        except BaseException as exc:  # re-raised by result(), as a pool's job would
+            job.set_exception(exc)
+        return job
+
+    def map(self, fn, items):
+        return map(fn, items)
+
+
+def sorted_events(key: np.ndarray, time: np.ndarray, columns: dict[Path_, CodedColumn], n_keys: int,
+                  pool, parts: int) -> EventFrame:
+    """`EventFrame.build(key, time, columns, n_keys)` (events in arrival order, every key 0..n_keys-1
+    present), the keys cut into `parts` ranges of about equal events, each range sorted by `pool`.
+    The ranges are consecutive keys, so the sorted ranges side by side are the sorted whole; each
+    keeps arrival order within, so ties stay in arrival order as EventFrame.build keeps them."""
+    from timeline.dsl.spans import Frame, sort_order
+
+    n = len(key)
+    if parts <= 1 or n == 0:
+        return EventFrame.build(key, time, columns, n_keys=n_keys)
+    ends = np.cumsum(np.bincount(key, minlength=n_keys))
+    cuts = sorted({0, n_keys, *(int(np.searchsorted(ends, i * n // parts, side="right")) for i in range(1, parts))})
+    base = int(time.min())
+    out_key = np.empty(n, dtype=np.int64)
+    out_time = np.empty(n, dtype=np.int64)
+    out_codes = {p: np.empty(n, dtype=np.int32) for p in columns}
+
+    def one(bounds: tuple[int, int]) -> None:
+        k0, k1 = bounds
+        e0, e1 = (int(ends[k0 - 1]) if k0 else 0), int(ends[k1 - 1])
+        if k0 == 0:
+            rows = np.flatnonzero(key < k1)
+        elif k1 == n_keys:
+            rows = np.flatnonzero(key >= k0)
+        else:
+            rows = np.flatnonzero((key >= k0) & (key < k1))
+        order = rows[sort_order(key[rows], time[rows], base)]
+        np.take(key, order, out=out_key[e0:e1])
+        np.take(time, order, out=out_time[e0:e1])
+        for p, c in columns.items():
+            np.take(c.codes, order, out=out_codes[p][e0:e1])
+
+    list(pool.map(one, [(k0, k1) for k0, k1 in zip(cuts[:-1], cuts[1:]) if k1 > k0]))
+    origin = np.empty(n_keys, dtype=np.int64)
+    first = np.ones(n, dtype=bool)
+    first[1:] = out_key[1:] != out_key[:-1]
+    origin[out_key[first]] = out_time[first]
+    return EventFrame(Frame(origin), out_key, out_time,
+                      {p: CodedColumn(out_codes[p], c.vocab) for p, c in columns.items()})
 
 
 def _column(table: "pa.Table", path: Path_, from_json: bool):
@@ -324,6 +498,8 @@ def _key_strings(col, path: Path_, n: int, from_json: bool, bad_rows: dict[int, 
             except EventError as exc:
                 bad_rows.setdefault(i, exc.reason)
         return pa.array([None if i in bad_rows else str(v) for i, v in enumerate(values)], pa.string())
+    if strings.null_count == 0 and (len(strings) == 0 or pc.min(pc.binary_length(strings)).as_py() > 0):
+        return strings  # the common case, checked cheaply: every key there and not empty
     unusable = pc.or_kleene(pc.is_null(strings), pc.equal(pc.utf8_length(strings), 0)).fill_null(True)
     if pc.any(unusable).as_py():
         if from_json:
@@ -350,7 +526,8 @@ def _times(col, path: Path_, n: int, from_json: bool, col_names: list[str]) -> t
     if col.null_count and from_json:
         raise NotExact("a line without a time")
     if pa.types.is_integer(typ):
-        times = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        times = np.asarray((col.fill_null(0) if col.null_count else col).to_numpy(zero_copy_only=False),
+                           dtype=np.int64)
     elif pa.types.is_timestamp(typ):
         times = _timestamps_ms(col)
     elif pa.types.is_date(typ):
@@ -375,6 +552,8 @@ def _times(col, path: Path_, n: int, from_json: bool, col_names: list[str]) -> t
         values = col.to_numpy(zero_copy_only=False)
         for i in np.flatnonzero(~np.isnan(values) & (values != np.floor(values))).tolist():
             bad.setdefault(i, f"time at '{name}' must be whole milliseconds, got {values[i]!r}")
+    if len(times) == 0 or MIN_TIME_MS <= int(times.min()) and int(times.max()) <= MAX_TIME_MS:
+        return times, bad
     out_of_range = (times < MIN_TIME_MS) | (times > MAX_TIME_MS)
     if out_of_range.any():
         if from_json:
@@ -459,7 +638,8 @@ def _coded(col, path: Path_, n: int, from_json: bool) -> CodedColumn:
             raise NotExact(f"{'.'.join(path)}: values of type {typ}")
         return ValueEncoder().encode(col.to_pylist())
     encoded = pc.dictionary_encode(col)
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+    indices = encoded.indices.fill_null(-1) if encoded.indices.null_count else encoded.indices
+    codes = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int32)
     vocab = encoded.dictionary.to_pylist()
     if pa.types.is_floating(typ) and len(set(vocab)) < len(vocab):
         # 0.0 and -0.0 (or NaNs) are one value to Python's equality: merge them.
@@ -697,21 +877,85 @@ def output_kind(name: str) -> str:
 
 # --- the JSON answer, rendered by Arrow's string kernels ----------------------
 
-def answer_json(plan, decoded: DecodedEvents, at: int | None, frm: int | None, to: int | None) -> bytes:
+def answer_json(plan, decoded: DecodedEvents, at: int | None, frm: int | None, to: int | None,
+                threads: int | None = None) -> bytes:
     """`timeline eval`'s JSON answer as bytes: exactly msgspec.json.encode(run_eval(...)), with
-    whole timelines rendered by Arrow's string kernels instead of one Python object per span."""
-    from timeline.dsl.batch import evaluate_root, run_eval
+    whole timelines rendered by Arrow's string kernels instead of one Python object per span.
+    Whole timelines of many events are evaluated and rendered in `threads` key ranges at once
+    (default: one per core), see `timelines_json_threaded`."""
+    from timeline.dsl.batch import run_eval
 
     if plan.aggregation is None and at is None and frm is None and to is None and len(decoded.events):
-        rendered = timelines_json_bytes(evaluate_root(plan, decoded.events), decoded.key_names)
+        rendered = timelines_json_threaded(plan, decoded, threads)
         if rendered is not None:
             return rendered
     return msgspec.json.encode(run_eval(plan, decoded, at, frm, to))
 
 
-def timelines_json_bytes(spans: SpanSet, key_names: list[str]) -> bytes | None:
+def timelines_json_threaded(plan, decoded: DecodedEvents, threads: int | None = None) -> bytes | None:
+    """Every key's whole root timeline as `timelines_json_bytes` renders it, the keys cut into
+    ranges of about equal events, each range evaluated and rendered in a thread of its own. Keys
+    are independent and each range keeps the whole frame's base, so the pieces, in key order, are
+    the whole answer byte for byte; numpy's and Arrow's kernels release the GIL, so the ranges run
+    on as many cores. None as for `timelines_json_bytes`."""
+    from timeline.dsl.batch import evaluate_root
+
+    events, names = decoded.events, decoded.key_names
+    ranges = key_ranges(events.key, len(names), _thread_count(threads, len(events)))
+    if len(ranges) == 1:
+        return timelines_json_bytes(evaluate_root(plan, events), names)
+
+    def one(bounds: tuple[int, int, int, int]) -> bytes | None:
+        k0, k1, e0, e1 = bounds
+        part = key_range_frame(events, k0, k1, e0, e1)
+        return timelines_json_bytes(evaluate_root(plan, part), names[k0:k1], braces=False)
+
+    with ThreadPoolExecutor(len(ranges), thread_name_prefix="timeline-eval") as pool:
+        pieces = list(pool.map(one, ranges))
+    if any(p is None for p in pieces):
+        return None
+    return b"{" + b",".join(pieces) + b"}"  # type: ignore[arg-type]
+
+
+# Key ranges evaluated at once: one a core (at most this many), each of at least this many events.
+MAX_EVAL_THREADS = 8
+MIN_EVENTS_PER_THREAD = 100_000
+
+
+def _thread_count(threads: int | None, n_events: int) -> int:
+    if threads is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = min(cores or 1, MAX_EVAL_THREADS)
+    return max(1, min(threads, n_events // max(1, MIN_EVENTS_PER_THREAD)))
+
+
+def key_ranges(key: np.ndarray, n_keys: int, parts: int) -> list[tuple[int, int, int, int]]:
+    """(first key, end key, first event, end event) of up to `parts` ranges of consecutive keys
+    with about equal numbers of events (`key`: sorted codes, every key 0..n_keys-1 present)."""
+    n = len(key)
+    cuts = {0, n_keys}
+    for i in range(1, parts):
+        cuts.add(int(key[min(n - 1, i * n // parts)]))
+    keys = sorted(cuts)
+    starts = np.searchsorted(key, keys, side="left").tolist()
+    return [(k0, k1, e0, e1) for k0, k1, e0, e1 in zip(keys[:-1], keys[1:], starts[:-1], starts[1:]) if k1 > k0]
+
+
+def key_range_frame(events: EventFrame, k0: int, k1: int, e0: int, e1: int) -> EventFrame:
+    """Keys k0..k1-1 (events e0..e1-1) of a sorted frame as a frame of their own (keys from 0),
+    with the whole frame's base; the columns are views, not copies."""
+    from timeline.dsl.spans import Frame
+
+    frame = Frame(events.frame.origin[k0:k1], first=events.frame.base)
+    key = events.key[e0:e1] - k0 if k0 else events.key[e0:e1]
+    columns = {p: CodedColumn(c.codes[e0:e1], c.vocab) for p, c in events.columns.items()}
+    return EventFrame(frame, key, events.time[e0:e1], columns)
+
+
+def timelines_json_bytes(spans: SpanSet, key_names: list[str], braces: bool = True) -> bytes | None:
     """msgspec.json.encode(results.timelines_json(spans, key_names)), built column-wise; None when a
-    numeric value is not whole (floats are left to msgspec's formatting)."""
+    numeric value is not whole (floats are left to msgspec's formatting). Without `braces`, the
+    object's members only."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -738,11 +982,23 @@ def timelines_json_bytes(spans: SpanSet, key_names: list[str]) -> bytes | None:
         rows = _concat(text, '{"start":', start_text, ',"end":', end_text, ',"value":', value_text, "}")
     offsets = key_offsets(spans.key, len(key_names)).astype(np.int64)
     per_key = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), rows), pa.scalar(",", text))
-    names = pa.array([msgspec.json.encode(k).decode() for k in key_names], text)
-    entries = _concat(text, names, ":[", per_key, "]")
+    entries = _concat(text, _json_strings(key_names, text), ":[", per_key, "]")
     whole = pc.binary_join(pa.LargeListArray.from_arrays(pa.array([0, len(entries)], pa.int64()), entries),
                            pa.scalar(",", text))
-    return b"{" + whole[0].as_buffer().to_pybytes() + b"}"
+    members = whole[0].as_buffer().to_pybytes()
+    return b"{" + members + b"}" if braces else members
+
+
+def _json_strings(strings: list[str], text) -> "pa.Array":
+    """Strings as msgspec writes them in JSON: quoted; '"', '\\' and control characters escaped
+    (msgspec escapes nothing else), so strings without those are only quoted."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(strings, text)
+    if pc.any(pc.match_substring_regex(arr, r'[\x00-\x1f"\\]')).as_py():
+        return pa.array([msgspec.json.encode(k).decode() for k in strings], text)
+    return _concat(text, '"', arr, '"')
 
 
 def _concat(text, *parts):

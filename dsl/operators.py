@@ -50,8 +50,7 @@ def LatestEventToState(expr: A.LatestEventToState, events: EventFrame) -> StateS
     # non-null code forward (a running max of positions), unknown until the first.
     position = np.where(code >= 0, np.arange(n), -1)
     latest = np.maximum.accumulate(position)
-    known = latest >= 0
-    known[known] = key[latest[known]] == key[known]
+    known = (latest >= 0) & (key[np.maximum(latest, 0)] == key)
     value = np.where(known, code[np.maximum(latest, 0)], -1).astype(np.int32)
     # One span per distinct (key, time): the last event at that time decides.
     last = np.ones(n, dtype=bool)

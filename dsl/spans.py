@@ -37,6 +37,9 @@ class Frame:
     """The keys evaluated together and the time each key's timelines begin."""
 
     origin: np.ndarray  # int64[K]: the key's first event time
+    # Where times are measured from: the earliest origin, unless given (a range of the keys of
+    # a larger frame, evaluated on its own, keeps that frame's base and so its horizon).
+    first: int | None = None
 
     @property
     def n_keys(self) -> int:
@@ -44,6 +47,8 @@ class Frame:
 
     @property
     def base(self) -> int:
+        if self.first is not None:
+            return self.first
         return int(self.origin.min()) if len(self.origin) else 0
 
     def horizon(self) -> int:
@@ -54,16 +59,27 @@ class Frame:
 def sort_order(key: np.ndarray, start: np.ndarray, base: int) -> np.ndarray:
     """Stable permutation sorting by (key, start); equal pairs keep input order.
 
-    Key codes are small integers, so a stable radix sort by key (numpy radix-
-    sorts 16-bit integers) does most of the work; events mostly arrive in time
-    order, so what is left is nearly sorted and timsort finishes it in one pass.
+    Input made of a few sorted runs (span sets concatenated to be merged) is
+    timsorted at once. Otherwise key codes are small integers, so a stable radix
+    sort by key (numpy radix-sorts 16-bit integers) does most of the work; events
+    mostly arrive in time order, so what is left is nearly sorted and timsort
+    finishes it in one pass.
     """
     n = len(key)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     top = int(key.max())
-    if top >= MAX_COMPOSITE_KEYS:
-        return np.lexsort((start, key))
+    if top >= MAX_COMPOSITE_KEYS or not 0 <= int(start.min()) - base <= int(start.max()) - base <= TIME_LIMIT:
+        return np.lexsort((start, key))  # (key, start) does not pack into one int64 (stable too)
+    if int(np.count_nonzero(key[1:] < key[:-1])) <= n >> 6:
+        comp = composite(key, start, base)
+        descents = int(np.count_nonzero(comp[1:] < comp[:-1]))
+        if descents == 0:
+            return np.arange(n, dtype=np.int64)
+        if descents <= n >> 6:
+            # A few sorted runs (span sets concatenated to be merged, nearly sorted events):
+            # timsort merges them in about one pass.
+            return np.argsort(comp, kind="stable")
     if top < 1 << 16:
         order = np.argsort(key.astype(np.uint16), kind="stable")
     elif top < 1 << 32:
@@ -313,14 +329,16 @@ def align(sets: Sequence[SpanSet], frame: Frame) -> tuple[np.ndarray, np.ndarray
     order = sort_order(key, start, base)
     key, start = key[order], start[order]
     keep = _keep_last_of_equal(key, start)
-    # Where each set's spans landed in the merged order (increasing, since the
-    # sort is stable and each set is sorted). The span of set i holding at merged
-    # position j is the count of set i's spans at positions <= j, minus one.
-    # Positions, not a per-element set number: any number of sets fits
-    # (an int8 set number wrapped past 127 sets).
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order), dtype=np.int64)
+    # The span of set i holding at merged position j is the count of set i's spans
+    # at positions <= j, minus one (the sort is stable and each set is sorted). A
+    # merged position holds a span of set i when order[j] falls in set i's range:
+    # ranges, not a per-element set number, so any number of sets fits (an int8 set
+    # number wrapped past 127 sets).
     kept_at = np.flatnonzero(keep)
-    bounds = np.concatenate(([0], np.cumsum(lengths)))
-    idx = [np.searchsorted(rank[lo:hi], kept_at, side="right") - 1 for lo, hi in zip(bounds[:-1], bounds[1:])]
+    bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
+    counter = np.int32 if len(order) < 2**31 else np.int64
+    idx = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        count = np.cumsum((order >= lo) & (order < hi), dtype=counter)
+        idx.append(count[kept_at].astype(np.int64) - 1)
     return key[keep], start[keep], idx

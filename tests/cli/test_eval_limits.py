@@ -79,3 +79,48 @@ def test_composite_keys_do_not_collide(capsys, tmp_path):
         "a:b\\:c": [{"start": 2, "end": None, "value": 2}],
         "enwiki:123": [{"start": 3, "end": None, "value": 3}],  # plain parts print as before
     }
+
+
+def test_the_same_report_from_the_arrow_path_and_the_exact_decoder(capsys, tmp_path, monkeypatch):
+    """Lines past the size or nesting limit in a file Arrow reads without complaint (the deep
+    nesting is in a field no expression reads): the same bad lines, reasons and answer as when
+    the exact decoder reads the file."""
+    import timeline.dsl.columnar as columnar
+
+    deep = '{"k": "a", "t": 3, "x": ' + '{"a": ' * 64 + "1" + "}" * 65
+    too_big = '{"k": "b", "t": 4, "pad": "%s"}' % ("x" * MAX_EVENT_BYTES)
+    lines = [GOOD, '{"k": "a", "t": 2, "n": 2}', deep, too_big, '{"k": "b", "t": 5, "n": 3}']
+    data = tmp_path / "e.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+
+    def reports():
+        argv = ["eval", "latest_event_to_state(n)", "--events", str(data), "--key", "k", "--time", "t"]
+        failed = run(capsys, *argv)
+        dead = tmp_path / "dead.jsonl"
+        went_on = run(capsys, *argv, "--dead-letter", str(dead))
+        return failed, went_on, dead.read_text()
+
+    fast = reports()
+    monkeypatch.setattr(columnar, "_arrow_events", lambda *args: None)  # the exact decoder only
+    exact = reports()
+    assert fast == exact
+    (code, out, err), (code2, out2, _), dead = fast
+    assert code == 1 and out == "" and f"{data}:3: nested more than 64 levels deep" in err
+    assert f"{data}:4: the event is {len(too_big):,} bytes" in err
+    assert code2 == 0 and json.loads(out2) == {"a": [{"start": 1, "end": 2, "value": 1},
+                                                      {"start": 2, "end": None, "value": 2}],
+                                               "b": [{"start": 5, "end": None, "value": 3}]}
+    assert [json.loads(r)["line"] for r in dead.splitlines()] == [3, 4]
+
+
+def test_a_file_with_only_a_too_deep_line_reports_it_from_either_path(capsys, tmp_path, monkeypatch):
+    import timeline.dsl.columnar as columnar
+
+    deep = '{"k": "a", "t": 3, "x": ' + "[" * 64 + "]" * 64 + "}"
+    data = tmp_path / "e.jsonl"
+    data.write_text("\n".join([GOOD, *[GOOD.replace('"t": 1', f'"t": {i}') for i in range(2, 80)], deep]))
+    argv = ["eval", "latest_event_to_state(n)", "--events", str(data), "--key", "k", "--time", "t"]
+    fast = run(capsys, *argv)
+    monkeypatch.setattr(columnar, "_arrow_events", lambda *args: None)
+    assert fast == run(capsys, *argv)
+    assert fast[0] == 1 and f"{data}:80: nested more than 64 levels deep" in fast[2]

@@ -16,6 +16,7 @@ from timeline.dsl.batch import run_eval
 from timeline.dsl.columnar import read_jsonl, table_events
 from timeline.dsl.compiler import compile_expression
 from timeline.dsl.decode import decode_jsonl
+from timeline.dsl.limits import MAX_EVENT_BYTES, MAX_EVENT_DEPTH
 
 EXPRESSIONS = [
     "latest_event_to_state(s)",
@@ -62,7 +63,7 @@ def jsonl(draw):
            for c in ("s", "n", "b", "q")}
     time_kind = draw(st.sampled_from(["int", "digits", "iso"] if clean else sorted(TIMES)))
     key_kind = draw(st.sampled_from(["str", "int"] if clean else sorted(KEYS)))
-    broken = None if clean else draw(st.sampled_from([None, "json", "no-key", "no-time", "bad-time"]))
+    broken = None if clean else draw(st.sampled_from([None, "json", "no-key", "no-time", "bad-time", "deep"]))
     lines = []
     for _ in range(draw(st.integers(1, 30))):
         event: dict = {"k": draw(KEYS[key_kind]), "t": draw(TIMES[time_kind])}
@@ -79,8 +80,13 @@ def jsonl(draw):
     if broken is not None:
         at = draw(st.integers(0, len(lines)))
         bad = {"json": b'{"k": "a", "t": 1', "no-key": b'{"t": 5, "s": "x"}', "no-time": b'{"k": "a"}',
-               "bad-time": b'{"k": "a", "t": "yesterday"}'}[broken]
+               "bad-time": b'{"k": "a", "t": "yesterday"}',
+               # one level past MAX_EVENT_DEPTH, in a field no expression reads (Arrow would read it)
+               "deep": b'{"k": "a", "t": 1, "x": ' + b"[" * MAX_EVENT_DEPTH + b"]" * MAX_EVENT_DEPTH + b"}"}[broken]
         lines.insert(at, bad)
+    if draw(st.integers(0, 4)) == 0:  # nested right at the limit: a good line
+        lines.insert(draw(st.integers(0, len(lines))),
+                     b'{"k": "b", "t": 2, "x": ' + b'{"a": ' * (MAX_EVENT_DEPTH - 1) + b"1" + b"}" * MAX_EVENT_DEPTH)
     if draw(st.booleans()):
         lines.insert(draw(st.integers(0, len(lines))), b"")  # a blank line
     return b"\n".join(lines) + (b"\n" if draw(st.booleans()) else b"")
@@ -145,6 +151,45 @@ def test_clean_input_takes_the_arrow_path(monkeypatch):
     monkeypatch.setattr(columnar, "decode_jsonl", refuse)
     for expression in EXPRESSIONS:
         assert answers(data, expression, read_jsonl) == expected[expression], expression
+
+
+def test_lines_past_the_size_limit_are_bad_lines_on_the_arrow_path_too(tmp_path):
+    """A line one byte past MAX_EVENT_BYTES is a bad line whichever path reads it; one at the
+    limit is an event (the size check looks at whole lines, wherever they fall in the file)."""
+    pad = MAX_EVENT_BYTES - len(b'{"k": "b", "t": 3, "pad": ""}')
+    at_limit = b'{"k": "b", "t": 3, "pad": "%s"}' % (b"x" * pad)
+    past = b'{"k": "a", "t": 4, "pad": "%s"}' % (b"x" * (pad + 1))
+    assert len(at_limit) == MAX_EVENT_BYTES and len(past) == MAX_EVENT_BYTES + 1
+    small = [msgspec.json.encode({"k": "a", "t": i, "s": "xy"[i % 2]}) for i in range(50)]
+    for lines in ([*small, past, at_limit], [at_limit, *small], [past], [*small[:3], past, *small[3:]]):
+        data = b"\n".join(lines) + b"\n"
+        path = tmp_path / "e.jsonl"
+        path.write_bytes(data)
+        plan = compile_expression("latest_event_to_state(s)")
+        exact = decode_jsonl(data, (("k",),), ("t",), plan.columns())
+        for fast in (read_jsonl(data, (("k",),), ("t",), plan.columns()),
+                     columnar.read_events_file(str(path), (("k",),), ("t",), plan.columns())):
+            assert [(b.line, b.reason) for b in fast.bad] == [(b.line, b.reason) for b in exact.bad]
+            assert fast.key_names == exact.key_names
+            assert columnar.answer_json(plan, fast, None, None, None) == msgspec.json.encode(
+                run_eval(plan, exact, None, None, None))
+        assert any("bytes; the limit is" in b.reason for b in exact.bad) == (past in lines)
+
+
+def test_nested_but_within_limits_stays_on_the_arrow_path(monkeypatch):
+    """Many brackets (nested fields on every line, a line at the nesting limit, brackets inside
+    strings) are checked line by line, not sent to the exact decoder."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("fell back to the exact decoder")
+
+    lines = [msgspec.json.encode({"k": f"s{i % 3}", "t": i, "s": "x", "p": {"q": [[1]], "r": "{[" * 40}})
+             for i in range(500)]
+    lines.insert(7, b'{"k": "s1", "t": 7, "x": ' + b"[" * (MAX_EVENT_DEPTH - 1) + b"]" * (MAX_EVENT_DEPTH - 1) + b"}")
+    data = b"\n".join(lines)
+    expected = answers(data, "latest_event_to_state(s)", decode_jsonl)
+    assert expected[0] == []
+    monkeypatch.setattr(columnar, "decode_jsonl", refuse)
+    assert answers(data, "latest_event_to_state(s)", read_jsonl) == expected
 
 
 def test_iso_times_and_a_field_missing_from_the_first_block(monkeypatch):
@@ -231,3 +276,87 @@ def test_json_answer_renders_fractional_numbers_and_odd_strings():
         decoded = read_jsonl(data, ("k",), ("t",), plan.columns())
         assert columnar.answer_json(plan, decoded, None, None, None) == msgspec.json.encode(
             run_eval(plan, decoded, None, None, None)), expression
+
+
+def test_composite_keys_are_escaped_on_the_arrow_path_like_the_exact_decoder(monkeypatch):
+    events = [{"k": "a:b", "w": "c", "t": 1, "s": "x"}, {"k": "a", "w": "b:c", "t": 2, "s": "y"},
+              {"k": "a\\", "w": ":", "t": 3, "s": "z"}, {"k": "enwiki", "w": "12", "t": 4, "s": "x"}]
+    data = b"\n".join(msgspec.json.encode(e) for e in events)
+    plan = compile_expression("latest_event_to_state(s)")
+    exact = decode_jsonl(data, (("k",), ("w",)), ("t",), plan.columns())
+    monkeypatch.setattr(columnar, "decode_jsonl", None)  # the Arrow path only
+    fast = read_jsonl(data, (("k",), ("w",)), ("t",), plan.columns())
+    assert fast.key_names == exact.key_names == ["a\\:b:c", "a:b\\:c", "a\\\\:\\:", "enwiki:12"]
+
+
+# --- evaluating and rendering key ranges in threads ----------------------------
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=jsonl(), expression=st.sampled_from(EXPRESSIONS + [
+    "duration_where(has_existed(n > 1))", "duration_in_cur_state(latest_event_to_state(s))",
+    "latest_event_to_state(n) > 0.5"]), threads=st.integers(2, 5))
+def test_key_ranges_in_threads_answer_byte_for_byte_like_one_thread(data, expression, threads):
+    """Sorting, evaluating and rendering key ranges in threads (forced here on a few events)
+    gives the events, bad lines and answer of the exact decoder and one evaluation."""
+    plan = compile_expression(expression)
+    exact = decode_jsonl(data, (("k",),), ("t",), plan.columns())
+    try:
+        expected = msgspec.json.encode(run_eval(plan, exact, None, None, None))
+    except Exception as exc:
+        expected = type(exc)
+    saved = columnar.MIN_EVENTS_PER_THREAD, columnar.MAX_EVAL_THREADS
+    columnar.MIN_EVENTS_PER_THREAD, columnar.MAX_EVAL_THREADS = 1, threads
+    try:
+        fast = read_jsonl(data, (("k",),), ("t",), plan.columns())
+        try:
+            got = columnar.answer_json(plan, fast, None, None, None, threads=threads)
+        except Exception as exc:
+            got = type(exc)
+    finally:
+        columnar.MIN_EVENTS_PER_THREAD, columnar.MAX_EVAL_THREADS = saved
+    assert [(b.line, b.reason) for b in fast.bad] == [(b.line, b.reason) for b in exact.bad]
+    assert fast.key_names == exact.key_names
+    for a, b in ((fast.events.key, exact.events.key), (fast.events.time, exact.events.time),
+                 (fast.events.frame.origin, exact.events.frame.origin)):
+        assert a.tolist() == b.tolist()
+    assert got == expected
+
+
+def test_key_ranges_keep_the_whole_frames_horizon(monkeypatch):
+    """A crossing just past the frame's horizon (TIME_LIMIT after the earliest key's first event) is
+    'never' for every key, also in a key range whose own first event is later."""
+    from timeline.dsl.spans import TIME_LIMIT
+
+    late = TIME_LIMIT - 10
+    data = b"\n".join(msgspec.json.encode(e) for e in [
+        {"k": "a", "t": 0, "s": "x"}, {"k": "a", "t": 5, "s": "y"},
+        {"k": "b", "t": late, "s": "x"}, {"k": "b", "t": late + 1, "s": "x"}])
+    plan = compile_expression("duration_in_cur_state(latest_event_to_state(s)) >= 100")
+    decoded = decode_jsonl(data, (("k",),), ("t",), plan.columns())
+    expected = msgspec.json.encode(run_eval(plan, decoded, None, None, None))
+    monkeypatch.setattr(columnar, "MIN_EVENTS_PER_THREAD", 1)
+    assert columnar.answer_json(plan, decoded, None, None, None, threads=2) == expected
+    assert b'"b":[{"start":%d,"end":null,"value":false}]' % late in expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(n_keys=st.integers(1, 40), n=st.integers(0, 300), parts=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
+def test_sorting_in_key_ranges_gives_event_frame_builds_frame(n_keys, n, parts, seed):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from timeline.dsl.events import CodedColumn, EventFrame
+
+    rng = np.random.default_rng(seed)
+    n = max(n, n_keys)
+    key = np.concatenate([np.arange(n_keys), rng.integers(0, n_keys, n - n_keys)])
+    rng.shuffle(key)
+    time = np.sort(rng.integers(0, 1000, n))
+    time[rng.random(n) < 0.2] -= rng.integers(0, 50)  # some late, some equal times
+    columns = {("s",): CodedColumn(rng.integers(-1, 3, n).astype(np.int32), ["x", "y", "z"])}
+    expected = EventFrame.build(key, time, columns, n_keys=n_keys)
+    with ThreadPoolExecutor(parts) as pool:
+        got = columnar.sorted_events(key, time, columns, n_keys, pool, parts)
+    assert got.key.tolist() == expected.key.tolist()
+    assert got.time.tolist() == expected.time.tolist()
+    assert got.frame.origin.tolist() == expected.frame.origin.tolist()
+    assert got.column(("s",)).codes.tolist() == expected.column(("s",)).codes.tolist()
