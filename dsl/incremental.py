@@ -92,7 +92,7 @@ class KeyTimeline(BaseModel):
     def since(self, t: int) -> "KeyTimeline":
         """The part on [t, +inf), its first span clipped to start at t."""
         i = bisect.bisect_right(self.starts, t) - 1
-        if i < 0:
+        if i < 0 or (i == 0 and self.starts[0] == t):  # nothing to clip (timelines are never changed in place)
             return self
         starts = [t] + self.starts[i + 1:]
         values = list(self.values[i:])
