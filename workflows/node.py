@@ -29,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         LeafStep,
         SpanPatch,
     )
-    from timeline.dsl.limits import MAX_SIGNAL_BYTES
     from timeline.models import (
         AppliedPositions,
         EventBatchSignal,
@@ -44,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
         node_workflow_id,
         partition_name,
         side_output_topic,
+        signal_budget,
+        split_patch_signal,
     )
 
 PUBLISH_TIMEOUT = timedelta(seconds=60)
@@ -406,25 +407,16 @@ class TimelineNodeWorkflow:
                 self.sending -= 1
 
     def _patch_signals(self, box: _Outbox) -> list[PatchSignal]:
-        """The box as one signal, or several in order when it would pass the signal size
-        limit (Temporal refuses a payload over its blob limit); each takes its own seq."""
+        """The box as one signal, or several in order when it would pass the signal budget
+        (Temporal refuses a payload over its blob limit, and the task that sends it fails
+        on every retry: the shard stops); each takes its own seq. A single key's patch can
+        pass it alone (a leaf that applies many events of one key in one step, when it
+        lags behind its input): it is cut into consecutive patches."""
         inp = self.input
         whole = PatchSignal(child=self.node.id, seq=inp.seq, patches=box.patches, watermarks=box.watermarks,
                             closed=list(box.closed))
-        size = len(whole.model_dump_json())
-        if size <= MAX_SIGNAL_BYTES or len(box.patches) <= 1:
-            return [whole]
-        parts = -(-size // MAX_SIGNAL_BYTES) + 1
-        step = -(-len(box.patches) // parts)
-        signals = []
-        for lo in range(0, len(box.patches), step):
-            last = lo + step >= len(box.patches)
-            if lo:
-                inp.seq += 1
-            # Watermarks and closed keys go with the last part: after every patch they follow.
-            signals.append(PatchSignal(child=self.node.id, seq=inp.seq, patches=box.patches[lo:lo + step],
-                                       watermarks=box.watermarks if last else {},
-                                       closed=list(box.closed) if last else []))
+        signals = split_patch_signal(whole, signal_budget(inp.spec))
+        inp.seq = signals[-1].seq
         return signals
 
     def _close_idle(self) -> None:
