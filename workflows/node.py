@@ -198,7 +198,9 @@ class TimelineNodeWorkflow:
                 if self.idle_due:
                     self.idle_due = False
                     self._close_idle()
-                if self.stopping and not (self.pending_events or self.pending_patches):
+                if self.stopping:
+                    # What came before the stop is applied; what comes after is not (the timeline
+                    # is removed or restarted, runtime/control.py stop_tree): send on what is held.
                     await workflow.wait_condition(lambda: not self.sending and not any(self.outbox.values()))
                     return
                 if self._should_continue_as_new():
