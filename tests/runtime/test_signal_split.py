@@ -73,7 +73,8 @@ def test_the_default_budget_is_the_signal_limit():
 
 def test_many_keys_and_watermarks_pass_the_budget():
     patches = [_patch(f"key-{i:05d}", 1000 * i, 20, numeric=i % 2 == 0) for i in range(3000)]
-    whole = PatchSignal(child="c", seq=1, patches=patches, watermarks={f"key-{i:05d}": 10 ** 12 + i for i in range(3000)},
+    watermarks = {f"key-{i:05d}": 10 ** 12 + i for i in range(3000)}
+    whole = PatchSignal(child="c", seq=1, patches=patches, watermarks=watermarks,
                         closed=[f"gone-{i}" for i in range(2000)])
     assert len(_check(whole, 40_000)) > 5
 
