@@ -45,7 +45,7 @@ from timeline.dsl.events import (
 from timeline.dsl.incremental import EventBatch
 from timeline.dsl.limits import MAX_DELIVERIES, MAX_SIGNAL_BYTES
 from timeline.feeder.metrics import FeederMetrics
-from timeline.models import EventBatchSignal, TimelineSpec, shard_of
+from timeline.models import EventBatchSignal, TimelineSpec, shard_of, signal_budget
 from timeline.runtime.control import send_batch
 from timeline.runtime.pulsar import SubscriptionBusy, subscribe_once
 from timeline.store.base import ResultsStore
@@ -54,7 +54,9 @@ log = logging.getLogger("timeline.feeder")
 
 # What one event adds to a signal besides its values: position, partition, time, JSON punctuation.
 EVENT_OVERHEAD_BYTES = 64
-# Room in a signal-with-start request for the rest (the registration travels with it).
+# Room in a signal-with-start request for the rest (the registration travels with it); a
+# registration with a smaller max_state_bytes gets less (models.signal_budget: the server's
+# blob limit may be smaller than Temporal's default).
 SIGNAL_BUDGET_BYTES = MAX_SIGNAL_BYTES
 # Message ids remembered as handled in this process (redeliveries of them are skipped).
 HANDLED_MEMORY = 200_000
@@ -349,11 +351,12 @@ class Feeder:
             values = [get_path(event, path) for path in route.columns]
             values = [None if v is MISSING else v for v in values]
             size = len(data) + len(key) + EVENT_OVERHEAD_BYTES
-            if size > SIGNAL_BUDGET_BYTES // 8:  # large: count what is actually sent
+            budget = min(SIGNAL_BUDGET_BYTES, signal_budget(route.spec))
+            if size > budget // 8:  # large: count what is actually sent
                 size = len(msgspec.json.encode([key, values])) + EVENT_OVERHEAD_BYTES
-                if size > SIGNAL_BUDGET_BYTES:
+                if size > budget:
                     dead.append((msg, f"the fields timeline {route.spec.name!r} reads take {size} bytes, over the "
-                                      f"{SIGNAL_BUDGET_BYTES} bytes of a signal", route.spec.name))
+                                      f"{budget} bytes of a signal", route.spec.name))
                     continue
             shard = shard_of(key, route.spec.shards)
             buf = buffers.get((route.spec.name, shard))
@@ -364,16 +367,16 @@ class Feeder:
         return None
 
     async def _send_all(self, route: _Route, shard: int, buf: _ShardBuffer) -> None:
-        """The shard's events in signals of at most SIGNAL_BUDGET_BYTES each, in order."""
-        for lo, hi in self._chunks(buf):
+        """The shard's events in signals within the timeline's signal budget, in order."""
+        for lo, hi in self._chunks(buf, min(SIGNAL_BUDGET_BYTES, signal_budget(route.spec))):
             await self._send_with_retry(route, shard, buf, lo, hi)
 
     @staticmethod
-    def _chunks(buf: _ShardBuffer) -> list[tuple[int, int]]:
-        """Consecutive slices of the buffer, each within SIGNAL_BUDGET_BYTES (every event fits alone)."""
+    def _chunks(buf: _ShardBuffer, budget: int = SIGNAL_BUDGET_BYTES) -> list[tuple[int, int]]:
+        """Consecutive slices of the buffer, each within `budget` bytes (every event fits alone)."""
         chunks, lo, total = [], 0, 0
         for i, size in enumerate(buf.sizes):
-            if total + size > SIGNAL_BUDGET_BYTES and i > lo:
+            if total + size > budget and i > lo:
                 chunks.append((lo, i))
                 lo, total = i, 0
             total += size

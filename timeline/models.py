@@ -3,6 +3,7 @@ id builders: one module, so the worker, feeder, API and CLI agree."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 import zlib
@@ -24,6 +25,7 @@ from timeline.dsl.limits import (
     DEFAULT_ALLOWED_LATENESS_S,
     DEFAULT_MAX_STATE_BYTES,
     MAX_ALLOWED_LATENESS_S,
+    MAX_SIGNAL_BYTES,
     MAX_STATE_BYTES,
 )
 from timeline.dsl.incremental import (
@@ -287,6 +289,86 @@ class PatchSignal(BaseModel):
     patches: list[SpanPatch]
     watermarks: dict[str, int] = {}  # latest event time per key, from the leaves
     closed: list[str] = []          # keys the child closed (idle)
+
+
+def signal_budget(spec: TimelineSpec) -> int:
+    """The most bytes a node puts in one signal to another workflow. Temporal refuses a payload
+    over its blob size limit (`limit.blobSize.error`, 2 MB by default), and a node cannot ask the
+    server what it is: the registration's `max_state_bytes` says it (a node carries at most 1.5
+    times that into continue-as-new, so the server's limit must be above that), and no signal
+    is larger than the state a node may carry."""
+    return min(MAX_SIGNAL_BYTES, spec.max_state_bytes)
+
+
+def _json_bytes(model: BaseModel) -> int:
+    return len(model.__pydantic_serializer__.to_json(model))
+
+
+def _cut_patch(patch: SpanPatch, room: int) -> list[SpanPatch]:
+    """One key's patch as consecutive patches within `room` bytes each. Part i > 0 begins
+    where its first span begins ("from there on, these spans"): applied one after another
+    they turn a timeline into what the whole patch does (KeyTimeline.with_patch)."""
+    size = _json_bytes(patch)
+    n = len(patch.starts)
+    if size <= room or n <= 1:
+        return [patch]  # a single span larger than `room`: an event value past the budget; sent as is
+    per_span = max(1, size // n)
+    step = max(1, min(n - 1, room // per_span))
+    while True:
+        parts = []
+        for lo in range(0, n, step):
+            hi = lo + step
+            parts.append(SpanPatch.model_construct(
+                key=patch.key, since=patch.since if lo == 0 else patch.starts[lo], starts=patch.starts[lo:hi],
+                values=patch.values[lo:hi], slopes=None if patch.slopes is None else patch.slopes[lo:hi]))
+        if step == 1 or all(_json_bytes(p) <= room for p in parts):
+            return parts
+        step = max(1, step // 2)
+
+
+def split_patch_signal(signal: PatchSignal, max_bytes: int) -> list[PatchSignal]:
+    """The signal as one or more consecutive signals of at most `max_bytes` of JSON each, with
+    seq, seq + 1, ...: the patches in order (one too large for a signal is cut into consecutive
+    patches of its key), then the watermarks and closed keys, which a receiver must get after
+    every patch. Pure and deterministic (a workflow calls it)."""
+    if _json_bytes(signal) <= max_bytes:
+        return [signal]
+    # What one signal takes besides its items (the seq written out in full), and a margin for
+    # the separators between items.
+    room = max_bytes - _json_bytes(PatchSignal(child=signal.child, seq=2**62, patches=[])) - 64
+    if room < 1024:
+        raise ValueError(f"a signal budget of {max_bytes} bytes leaves no room for a patch")
+    parts: list[PatchSignal] = []
+    patches: list[SpanPatch] = []
+    watermarks: dict[str, int] = {}
+    closed: list[str] = []
+    used = 0
+
+    def flush() -> None:
+        nonlocal patches, watermarks, closed, used
+        if patches or watermarks or closed:
+            parts.append(PatchSignal(child=signal.child, seq=signal.seq + len(parts), patches=patches,
+                                     watermarks=watermarks, closed=closed))
+        patches, watermarks, closed, used = [], {}, [], 0
+
+    def room_for(size: int) -> None:
+        nonlocal used
+        if used + size > room:
+            flush()
+        used += size
+
+    for patch in signal.patches:
+        for part in _cut_patch(patch, room - 1):
+            room_for(_json_bytes(part) + 1)
+            patches.append(part)
+    for key, wm in signal.watermarks.items():
+        room_for(len(json.dumps(key, ensure_ascii=False).encode()) + len(str(wm)) + 2)
+        watermarks[key] = wm
+    for key in signal.closed:
+        room_for(len(json.dumps(key, ensure_ascii=False).encode()) + 1)
+        closed.append(key)
+    flush()
+    return parts
 
 
 class NodeInput(BaseModel):

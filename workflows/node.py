@@ -29,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         LeafStep,
         SpanPatch,
     )
-    from timeline.dsl.limits import MAX_SIGNAL_BYTES
     from timeline.runtime.codec import stored_size
     from timeline.models import (
         AppliedPositions,
@@ -45,6 +44,8 @@ with workflow.unsafe.imports_passed_through():
         node_workflow_id,
         partition_name,
         side_output_topic,
+        signal_budget,
+        split_patch_signal,
     )
 
 PUBLISH_TIMEOUT = timedelta(seconds=60)
@@ -217,7 +218,12 @@ class TimelineNodeWorkflow:
                 if self.idle_due:
                     self.idle_due = False
                     self._close_idle()
-                if self.stopping and not (self.pending_events or self.pending_patches):
+                if self.stopping:
+                    # What came before the stop is applied (the rest of a backlog held back for
+                    # the next activation too, at once: the node ends here); then it sends on
+                    # what it holds and ends (runtime/control.py stop_tree).
+                    if self.pending_events or self.pending_patches:
+                        self._apply_pending()
                     await workflow.wait_condition(lambda: not self.sending and not any(self.outbox.values()))
                     return
                 if self._should_continue_as_new():
@@ -457,25 +463,16 @@ class TimelineNodeWorkflow:
                 self.sending -= 1
 
     def _patch_signals(self, box: _Outbox) -> list[PatchSignal]:
-        """The box as one signal, or several in order when it would pass the signal size
-        limit (Temporal refuses a payload over its blob limit); each takes its own seq."""
+        """The box as one signal, or several in order when it would pass the signal budget
+        (Temporal refuses a payload over its blob limit, and the task that sends it fails
+        on every retry: the shard stops); each takes its own seq. A single key's patch can
+        pass it alone (a leaf that applies many events of one key in one step, when it
+        lags behind its input): it is cut into consecutive patches."""
         inp = self.input
         whole = PatchSignal(child=self.node.id, seq=inp.seq, patches=box.patches, watermarks=box.watermarks,
                             closed=list(box.closed))
-        size = len(whole.model_dump_json())
-        if size <= MAX_SIGNAL_BYTES or len(box.patches) <= 1:
-            return [whole]
-        parts = -(-size // MAX_SIGNAL_BYTES) + 1
-        step = -(-len(box.patches) // parts)
-        signals = []
-        for lo in range(0, len(box.patches), step):
-            last = lo + step >= len(box.patches)
-            if lo:
-                inp.seq += 1
-            # Watermarks and closed keys go with the last part: after every patch they follow.
-            signals.append(PatchSignal(child=self.node.id, seq=inp.seq, patches=box.patches[lo:lo + step],
-                                       watermarks=box.watermarks if last else {},
-                                       closed=list(box.closed) if last else []))
+        signals = split_patch_signal(whole, signal_budget(inp.spec))
+        inp.seq = signals[-1].seq
         return signals
 
     def _close_idle(self) -> None:

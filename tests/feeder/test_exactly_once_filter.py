@@ -83,6 +83,12 @@ def test_signals_are_split_under_the_payload_budget():
     assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))  # consecutive, nothing left out
     assert all(sum(sizes[lo:hi]) <= MAX_SIGNAL_BYTES for lo, hi in chunks)
     assert len(Feeder._chunks(_one(100))) == 1
+    # A registration's smaller budget (max_state_bytes under a server with a smaller blob limit).
+    small = 150_000
+    chunks = Feeder._chunks(buf, small)
+    assert chunks[0][0] == 0 and chunks[-1][1] == len(sizes)
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+    assert all(sum(sizes[lo:hi]) <= small or hi - lo == 1 for lo, hi in chunks)
 
 
 def _one(size: int) -> _ShardBuffer:

@@ -329,7 +329,8 @@ async def _dry_run(ep: Endpoints, spec: TimelineSpec, plan: Plan, args: argparse
         print("dry run ok: the tree received the event and the root published its result")
         return 0
     finally:
-        await stop_tree(client, temp)
+        # A throw-away tree: a short grace (without a worker nothing would end on its own).
+        await stop_tree(client, temp, grace_s=5)
         store.remove(temp.name)
         store.close()
 

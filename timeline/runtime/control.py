@@ -42,6 +42,9 @@ NODE_WORKFLOW = "TimelineNode"
 EVENTS_SIGNAL = "events"
 TIMELINE_QUERY = "timeline"
 STATUS_QUERY = "status"
+STOP_SIGNAL = "stop"
+# How long stop_tree lets the workflows end on their own before it terminates the rest.
+STOP_GRACE_S = 30.0
 # The aggregate workflows' names (workflows/aggregate.py).
 AGGREGATE_WORKFLOW = "TimelineAggregate"
 PARTIAL_AGGREGATE_WORKFLOW = "TimelineAggregatePartial"
@@ -147,19 +150,48 @@ async def node_status(client: Client, spec: TimelineSpec, node_id: str, shard: i
     return await handle.query(STATUS_QUERY, result_type=NodeStatus)
 
 
-async def stop_tree(client: Client, spec: TimelineSpec) -> int:
-    """Terminate every node workflow of a timeline; returns how many were running."""
-    stopped = 0
-    for workflow_id in [n.workflow_id for n in workflow_tree(spec)] + aggregate_workflow_ids(spec):
-        handle = client.get_workflow_handle(workflow_id)
+async def stop_tree(client: Client, spec: TimelineSpec, grace_s: float = STOP_GRACE_S) -> int:
+    """Stop every node workflow of a timeline (and its aggregates); returns how many were running.
+
+    Each running workflow is asked to stop (the "stop" signal: it sends on what it holds and
+    ends), and only one that has not ended within `grace_s` (no worker polls, a publish keeps
+    failing) is terminated. Terminating at once fails the workflow task a worker may be
+    running at that moment: Temporal records WORKFLOW_TASK_FAILED with cause
+    FORCE_CLOSE_COMMAND (a workflow task failure in a run's history, which the small payload
+    limit test saw when it restarted a tree just registered) and drops what was not sent.
+    Returns once none of them runs, so a start_tree after it starts new runs."""
+    handles = [client.get_workflow_handle(wid)
+               for wid in [n.workflow_id for n in workflow_tree(spec)] + aggregate_workflow_ids(spec)]
+
+    async def running(handle) -> bool:
         try:
-            desc = await handle.describe()
-            if desc.status == WorkflowExecutionStatus.RUNNING:
-                await handle.terminate(reason="timeline removed")
-                stopped += 1
+            return (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
         except RPCError:
-            pass  # never started, or already gone
-    return stopped
+            return False  # never started, or already gone
+
+    async def ask_to_stop(handle) -> None:
+        try:
+            await handle.signal(STOP_SIGNAL)
+        except RPCError:
+            pass  # it ended meanwhile
+
+    flags = await asyncio.gather(*(running(h) for h in handles))
+    live = [h for h, up in zip(handles, flags) if up]
+    await asyncio.gather(*(ask_to_stop(h) for h in live))
+    deadline = asyncio.get_running_loop().time() + grace_s
+    left = live
+    while left:
+        flags = await asyncio.gather(*(running(h) for h in left))
+        left = [h for h, up in zip(left, flags) if up]
+        if not left or asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(0.2)
+    for handle in left:
+        try:
+            await handle.terminate(reason=f"timeline stopped: did not end within {grace_s:g}s of the stop signal")
+        except RPCError:
+            pass  # it ended meanwhile
+    return len(live)
 
 
 # --- live aggregates (workflows/aggregate.py) ---------------------------------------------------------
