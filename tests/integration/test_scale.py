@@ -157,10 +157,6 @@ def test_late_event_after_the_key_closed_keeps_its_final_result(env, aio, wait_f
     assert env.client.get(f"{key}/value", params={"t": t + 20_000}).json()["value"] == 10_000
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "one cause left (README: Bounded state): a patch signal that arrives while a node's task completes "
-    "with continue-as-new (Temporal fails that task with UNHANDLED_COMMAND) was seen not applied by the "
-    "retried task, which continued as new without it: one key's result stayed wrong (1 run in 8 under load)"))
 def test_nothing_fails_under_a_small_payload_limit(tmp_path, pulsar_server, aio, wait_for):
     """A dev server refusing payloads over 256 KB. One key with 20,000 events (its state
     once grew 45 bytes an event: 900 KB) and 400 sessions, continue-as-new every 5 batches:
