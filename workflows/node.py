@@ -60,8 +60,8 @@ MEASURE_EVERY_BATCHES = 16
 # machine (the task then failed, and its retries had the same backlog). A node applies
 # at most this many events or patches per activation (at least one signal), then
 # starts a new one with a 1 ms timer.
-MAX_ITEMS_PER_ACTIVATION = 4000
-CHUNKED_APPLY = "apply-backlog-in-chunks"
+MAX_ITEMS_PER_ACTIVATION = 2000
+CHUNKED_APPLY = "apply-backlog-in-parts"
 PUBLISH_AS_ACTIVITY = "publish-as-activity"
 # A node carries at most this times its registration's max_state_bytes into
 # continue-as-new (1.5 MB by default, under Temporal's 2 MB payload limit), counted

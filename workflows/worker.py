@@ -15,6 +15,7 @@ from temporalio.worker.workflow_sandbox import (
 from timeline.activities.results import ResultActivities
 from timeline.models import TASK_QUEUE
 from timeline.runtime.control import connect
+from timeline.runtime.settings import WORKFLOW_TASK_SLOTS
 from timeline.runtime.pulsar import open_client
 from timeline.store import open_store
 from timeline.workflows.aggregate import AggregateWorkflow, PartialAggregateWorkflow
@@ -32,7 +33,8 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 
 async def run_worker(temporal: str, store_url: str, pulsar_url: str | None, task_queue: str = TASK_QUEUE,
-                     stop: asyncio.Event | None = None, namespace: str = "default") -> None:
+                     stop: asyncio.Event | None = None, namespace: str = "default",
+                     workflow_task_slots: int = WORKFLOW_TASK_SLOTS) -> None:
     client = await connect(temporal, namespace)
     store = open_store(store_url)
     pulsar_client = None
@@ -46,6 +48,8 @@ async def run_worker(temporal: str, store_url: str, pulsar_url: str | None, task
                         activities=[activities.publish_results, activities.registration_is_current,
                                     activities.publish_side_output],
                         activity_executor=pool,
+                        max_concurrent_workflow_tasks=max(2, workflow_task_slots),  # the SDK's minimum
+                        workflow_task_executor=concurrent.futures.ThreadPoolExecutor(max(2, workflow_task_slots)),
                         workflow_runner=workflow_runner())
         async with worker:
             log.info("worker polling task queue %r on %s", task_queue, temporal)

@@ -29,7 +29,7 @@ from timeline.runtime.registry import (
     remove_spec,
     start_option,
 )
-from timeline.runtime.settings import Endpoints, add_endpoint_options, endpoints
+from timeline.runtime.settings import WORKFLOW_TASK_SLOTS, Endpoints, add_endpoint_options, endpoints
 from timeline.store import open_store
 
 
@@ -78,7 +78,8 @@ def worker_command(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         await connect_temporal(ep)  # a clear error before the worker starts
-        await run_worker(ep.temporal, ep.store, ep.pulsar, args.task_queue, stop, ep.namespace)
+        await run_worker(ep.temporal, ep.store, ep.pulsar, args.task_queue, stop, ep.namespace,
+                         workflow_task_slots=args.max_concurrent_workflow_tasks)
 
     asyncio.run(main())
     return 0
@@ -339,6 +340,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("worker", help="run a Temporal worker for the node workflows and activities")
     add_endpoint_options(w)
     w.add_argument("--task-queue", default="timeline", help="task queue (default timeline)")
+    w.add_argument("--max-concurrent-workflow-tasks", type=int, default=WORKFLOW_TASK_SLOTS, metavar="N",
+                   help=f"workflow tasks run at once (default {WORKFLOW_TASK_SLOTS}): they share one core "
+                        "(Python's GIL), and one that does not yield within 2 s fails (deadlock detection), "
+                        "so more at once only makes each slower; run more workers for more cores")
     add_operate_options(w)
     w.set_defaults(handler=worker_command)
 

@@ -72,3 +72,12 @@ def add_endpoint_options(p: argparse.ArgumentParser, temporal=True, pulsar=True,
         g.add_argument("--pulsar", metavar="URL", help="Pulsar service URL (TIMELINE_PULSAR)")
     if store:
         g.add_argument("--store", metavar="URL", help="results store, sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB (TIMELINE_STORE)")
+
+
+# Workflow tasks run in threads of one worker process, so at once they share one core
+# (Python's GIL), and a task's wall time grows with how many run beside it. The SDK fails
+# a task that does not yield within 2 s (deadlock detection): with its default (up to 100
+# at once) a 100,000-session run had tasks failing that way on 2 loaded cores. A few at
+# once keep the core busy while others wait on the server (`timeline worker
+# --max-concurrent-workflow-tasks`).
+WORKFLOW_TASK_SLOTS = 4
