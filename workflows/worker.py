@@ -32,6 +32,25 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
 
 
+# The SDK fails a workflow task whose code does not yield within 2 s ("deadlock
+# detection", meant for workflow code blocked on I/O; there is no option for it but
+# turning it off with debug mode). The node's code is pure and yields after each part
+# of a backlog, but with thousands of live keys per node on 2 loaded cores a part can
+# take longer (a 100,000-session run still had such failures after the parts and the
+# task slots); each failure evicts the workflow and replays its history, which loads
+# the worker more. Workflow tasks keep Temporal's own timeout (10 s).
+ACTIVATION_DEADLINE_S = 8
+
+
+def _allow_slow_activations(worker: Worker) -> None:
+    workflows = getattr(worker, "_workflow_worker", None)
+    if workflows is not None and getattr(workflows, "_deadlock_timeout_seconds", None) is not None:
+        workflows._deadlock_timeout_seconds = ACTIVATION_DEADLINE_S
+    else:  # another SDK version: keep its default, and say so
+        log.warning("could not set the workflow deadlock detection to %ss; the SDK's default applies",
+                    ACTIVATION_DEADLINE_S)
+
+
 async def run_worker(temporal: str, store_url: str, pulsar_url: str | None, task_queue: str = TASK_QUEUE,
                      stop: asyncio.Event | None = None, namespace: str = "default",
                      workflow_task_slots: int = WORKFLOW_TASK_SLOTS) -> None:
@@ -51,6 +70,7 @@ async def run_worker(temporal: str, store_url: str, pulsar_url: str | None, task
                         max_concurrent_workflow_tasks=max(2, workflow_task_slots),  # the SDK's minimum
                         workflow_task_executor=concurrent.futures.ThreadPoolExecutor(max(2, workflow_task_slots)),
                         workflow_runner=workflow_runner())
+        _allow_slow_activations(worker)
         async with worker:
             log.info("worker polling task queue %r on %s", task_queue, temporal)
             await stop.wait()
