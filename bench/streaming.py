@@ -212,8 +212,21 @@ async def node_statuses(address: str, timeline: str, store_url: str) -> list:
     spec = store.get(timeline)
     store.close()
     client = await connect(address)
-    return list(await asyncio.gather(*(node_status(client, spec, n, shard) for n in spec.plan.nodes
-                                       for shard in range(spec.shards))))
+
+    async def status(node_id: str, shard: int, patience_s: float = 300.0):
+        # A node whose workflow task just failed (and is retried) cannot answer a query
+        # for a while: ask again rather than lose the run's report.
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                return await node_status(client, spec, node_id, shard)
+            except Exception as exc:  # noqa: BLE001 - RPCError, query failures: all mean "not now"
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"node {node_id} shard {shard} did not answer its status query within "
+                                       f"{patience_s:.0f}s: {exc}") from exc
+                await asyncio.sleep(2.0)
+
+    return list(await asyncio.gather(*(status(n, shard) for n in spec.plan.nodes for shard in range(spec.shards))))
 
 
 async def history_events(address: str, timeline: str) -> int:
