@@ -86,8 +86,10 @@ class ResultsStore(ABC):
     def results(self, timeline: str, keys: Sequence[str] | None = None,
                 updated_since: float | None = None) -> dict[str, StoredResult]:
         """Many keys' results at once (all of the timeline's when `keys` is None), optionally
-        only those written at or after `updated_since` (seconds since the epoch, this
-        store's clock); a key without a result is left out."""
+        only those written at or after `updated_since` (seconds since the epoch, the
+        writer's clock); a key without a result is left out. A row's time is when its batch
+        began to be written, and the batch commits later: a reader that polls with it should
+        overlap its windows by the longest write (seconds on a busy machine)."""
 
     def close(self) -> None:
         pass
