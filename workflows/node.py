@@ -59,9 +59,10 @@ MEASURE_EVERY_BATCHES = 16
 # activation: applying such a backlog at once took longer than that on a loaded
 # machine (the task then failed, and its retries had the same backlog). A node applies
 # at most this many events or patches per activation (at least one signal), then
-# starts a new one with a 1 ms timer.
-MAX_ITEMS_PER_ACTIVATION = 2000
-CHUNKED_APPLY = "apply-backlog-in-parts"
+# starts a new one with a 1 ms timer (each part costs a workflow task: parts of a
+# few hundred made the benchmark's history per event nearly three times larger).
+MAX_ITEMS_PER_ACTIVATION = 10_000
+CHUNKED_APPLY = "apply-backlog-in-parts-of-10k"
 PUBLISH_AS_ACTIVITY = "publish-as-activity"
 # A node carries at most this times its registration's max_state_bytes into
 # continue-as-new (1.5 MB by default, under Temporal's 2 MB payload limit), counted
@@ -296,7 +297,7 @@ class TimelineNodeWorkflow:
             return []
 
         return (split(self.pending_events, lambda sig: len(sig.positions)),
-                split(self.pending_patches, lambda sig: len(sig.patches) + len(sig.watermarks)))
+                split(self.pending_patches, lambda sig: len(sig.patches)))
 
     def _apply_pending(self) -> None:
         inp = self.input

@@ -254,7 +254,7 @@ def test_a_backlog_is_applied_over_several_activations(tmp_path, pulsar_server, 
             r = api.post("/timelines", json=body(name, shards=1))
             assert r.status_code == 201, r.text
             spec = TimelineSpec.model_validate(r.json()["spec"])
-            records = generate_sessions(300, seed=11, out_of_order=0.1).to_records()
+            records = generate_sessions(700, seed=11, out_of_order=0.1).to_records()
             assert len(records) > 3 * MAX_ITEMS_PER_ACTIVATION
             send(aio, ep.temporal, spec, records, chunks=40)  # no worker yet: 40 signals wait per leaf
             expected = eval_json(CIR, records)
