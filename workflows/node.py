@@ -148,12 +148,11 @@ class TimelineNodeWorkflow:
     @workflow.query(name="status")
     def status(self) -> NodeStatus:
         assert self.step is not None and self.input is not None
-        state = self._next_input().model_dump_json().encode()
-        size = stored_size(state)
+        json_bytes, size = self._state_sizes()
         limit = self.input.spec.max_state_bytes
         return NodeStatus(node_id=self.input.node_id, shard=self.input.shard, keys=len(self.step.timelines),
                           seq=self.input.seq, batches_applied=self.batches_applied,
-                          events_applied=self.input.events_applied, state_bytes=len(state), payload_bytes=size,
+                          events_applied=self.input.events_applied, state_bytes=json_bytes, payload_bytes=size,
                           run_batches=self.run_batches,
                           duplicates_skipped=self.input.duplicates_skipped,
                           events_rejected=self.input.events_rejected, generation=self.input.spec.generation,
@@ -265,18 +264,23 @@ class TimelineNodeWorkflow:
             self._measure()
         return workflow.info().is_continue_as_new_suggested()
 
+    def _state_sizes(self) -> tuple[int, int]:
+        """The state continue-as-new would carry: its JSON bytes, and the bytes Temporal would
+        store (compressed by the codec: what the limit counts). Reads only (queries call it)."""
+        state = self._next_input().model_dump_json().encode()
+        return len(state), stored_size(state)
+
     def _measure(self) -> None:
         """The state's size; past the registration's limit, say so (once per crossing)."""
-        state = self._next_input().model_dump_json().encode()
-        size = stored_size(state)  # what continue-as-new would hand Temporal (compressed)
+        json_bytes, size = self._state_sizes()
         limit = self.input.spec.max_state_bytes  # type: ignore[union-attr]
         if size > limit >= self.payload_bytes:
             workflow.logger.warning(
                 "timeline %s node %s shard %d holds %d bytes of state (%d as stored), over its limit of %d: more "
                 "live keys than a shard holds (README: capacity model); register the timeline with more shards",
-                self.input.spec.name, self.node.id, self.input.shard, len(state), size,  # type: ignore[union-attr]
+                self.input.spec.name, self.node.id, self.input.shard, json_bytes, size,  # type: ignore[union-attr]
                 limit)
-        self.state_bytes = len(state)
+        self.state_bytes = json_bytes
         self.payload_bytes = size
 
     # --- applying what arrived ---------------------------------------------------------

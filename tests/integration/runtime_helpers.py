@@ -24,13 +24,14 @@ def wait_equal(wait_for, store, timeline: str, expected: dict[str, KeyTimeline],
                what: str = "streaming results to equal batch results") -> None:
     """Wait until every key's result in the store equals the expected timeline; on a
     timeout, say how many keys differ and show the processes' logs."""
-    def converged():
-        return all((r := store.result(timeline, k)) is not None and r.timeline == tl for k, tl in expected.items())
+    def differing() -> list[str]:  # one read of the keys, not a query per key
+        got = store.results(timeline, list(expected))
+        return [k for k, tl in expected.items() if (r := got.get(k)) is None or r.timeline != tl]
 
     try:
-        wait_for(converged, timeout=timeout, interval=0.5, message=what)
+        wait_for(lambda: not differing(), timeout=timeout, interval=0.5, message=what)
     except AssertionError:
-        bad = [k for k, tl in expected.items() if (r := store.result(timeline, k)) is None or r.timeline != tl]
+        bad = differing()
         raise AssertionError(f"{len(bad)} keys of {timeline} differ, e.g. {bad[:3]}; logs:\n"
                              + "\n".join(f"--- {p.name}\n{p.tail()}" for p in procs)) from None
 

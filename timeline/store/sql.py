@@ -265,12 +265,7 @@ class SqlStore(ResultsStore):
         return conn.execute(last).scalar_one() <= batch.seq
 
     def result(self, timeline: str, key: str) -> StoredResult | None:
-        with self._read() as conn:
-            row = conn.execute(sa.select(results.c.spans, results.c.watermark, results.c.closed).where(
-                results.c.timeline == timeline, results.c.key == key)).one_or_none()
-        if row is None:
-            return None
-        return StoredResult(KeyTimeline.model_validate_json(row.spans), row.watermark, bool(row.closed))
+        return self.results(timeline, [key]).get(key)
 
     def results(self, timeline: str, keys: Sequence[str] | None = None,
                 updated_since: float | None = None) -> dict[str, StoredResult]:
