@@ -16,11 +16,8 @@ feeder processes), all still live (idle timeout 1h) when measured. Prints:
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from bench.streaming import CIR, NotConverged, Stack, records_for, run_case
 from timeline.dsl.compiler import plan_for
@@ -82,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the state folder")
     args = ap.parse_args(argv)
 
-    state = Path(tempfile.mkdtemp(prefix="timeline-capacity-"))
-    st = Stack(state, args.batch_size, args.linger_ms)
+    st = Stack.in_temp_folder("timeline-capacity-", args.batch_size, args.linger_ms)
+    state = st.state
     try:
         st.start_worker()
         now = int(time.time() * 1000) - 3_600_000
@@ -108,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         report_state(result["statuses"], labels, plan, args.sessions)
         return 0
     finally:
-        st.close()
-        if not args.keep:
-            shutil.rmtree(state, ignore_errors=True)
+        st.close(keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import msgspec
 
@@ -89,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=600)
     args = ap.parse_args(argv)
-    state = Path(tempfile.mkdtemp(prefix="timeline-bench-agg-"))
-    st = Stack(state, batch_size=500, linger_ms=200)
+    st = Stack.in_temp_folder("timeline-bench-agg-", batch_size=500, linger_ms=200)
     try:
         topic = "bench-agg"
         records = records_for(args.sessions, seed=7, prefix="s", start_ms=1_700_000_000_000)
@@ -137,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
               f"backfill aggregate / backfill per-key time: {back_agg_s / back_s:.2f}x")
     finally:
         st.close()
-        shutil.rmtree(state, ignore_errors=True)
     return 0
 
 

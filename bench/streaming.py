@@ -42,6 +42,12 @@ CIR = (ROOT / "examples" / "cir.tl").read_text()
 
 
 class Stack:
+    """The embedded stack of one benchmark run, in a folder of its own."""
+
+    @classmethod
+    def in_temp_folder(cls, prefix: str, batch_size: int, linger_ms: int) -> "Stack":
+        return cls(Path(tempfile.mkdtemp(prefix=prefix)), batch_size, linger_ms)
+
     def __init__(self, state: Path, batch_size: int, linger_ms: int):
         self.state = state
         self.temporal = stack.start_temporal(state / "temporal")
@@ -94,11 +100,14 @@ class Stack:
                 out[role] = out.get(role, 0.0) + t.user + t.system + t.children_user + t.children_system
         return out
 
-    def close(self):
+    def close(self, keep: bool = False):
+        """Stop every process; remove the state folder unless `keep` (to look at the logs)."""
         for p in self.procs:
             p.stop(timeout=20)
         self.pulsar.stop()
         self.temporal.stop()
+        if not keep:
+            shutil.rmtree(self.state, ignore_errors=True)
 
 
 def records_for(sessions: int, seed: int, prefix: str, start_ms: int) -> list[dict]:
@@ -146,14 +155,18 @@ def wait_final(store_url: str, timeline: str, expected: dict, timeout: float,
     deadline = time.monotonic() + timeout
     progress = time.monotonic()
     seen_until: float | None = None
+
+    def mark_final(rows: dict, at: float) -> None:
+        for k, got in rows.items():
+            if k not in final and got.timeline == expected.get(k):
+                final[k] = at
+
     while len(final) < len(expected) and time.monotonic() < deadline:
         before = len(final)
         # One read of every result (not a query per key: the watcher must cost the
         # machine little, or it measures itself).
         now, wall = time.monotonic(), time.time()
-        for k, got in store.results(timeline, updated_since=seen_until).items():
-            if k not in final and got.timeline == expected.get(k):
-                final[k] = now
+        mark_final(store.results(timeline, updated_since=seen_until), now)
         # A row's time is when its batch began to be written; the batch commits later (seconds,
         # for a large batch on a busy machine): read again what was written a while before.
         seen_until = wall - ROW_TIME_MARGIN_S
@@ -164,10 +177,7 @@ def wait_final(store_url: str, timeline: str, expected: dict, timeout: float,
         time.sleep(0.05 if len(expected) <= 500 else 0.25 if len(expected) < 5000 else 1.0)
     if len(final) < len(expected):
         # Before saying "not converged": one read of everything, whatever its row times.
-        now = time.monotonic()
-        for k, got in store.results(timeline).items():
-            if k not in final and got.timeline == expected.get(k):
-                final[k] = now
+        mark_final(store.results(timeline), time.monotonic())
     store.close()
     return final
 
@@ -372,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the state folder")
     args = ap.parse_args(argv)
 
-    state = Path(tempfile.mkdtemp(prefix="timeline-bench-"))
-    st = Stack(state, args.batch_size, args.linger_ms)
+    st = Stack.in_temp_folder("timeline-bench-", args.batch_size, args.linger_ms)
+    state = st.state
     try:
         st.start_worker(args.workers)
         now = int(time.time() * 1000) - 3_600_000
@@ -407,9 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.code, file=sys.stderr)
         return 1
     finally:
-        st.close()
-        if not args.keep:
-            shutil.rmtree(state, ignore_errors=True)
+        st.close(keep=args.keep)
 
 
 if __name__ == "__main__":
