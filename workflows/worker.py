@@ -67,8 +67,8 @@ async def run_worker(temporal: str, store_url: str, pulsar_url: str | None, task
                         activities=[activities.publish_results, activities.registration_is_current,
                                     activities.publish_side_output],
                         activity_executor=pool,
-                        max_concurrent_workflow_tasks=max(2, workflow_task_slots),  # the SDK's minimum
-                        workflow_task_executor=concurrent.futures.ThreadPoolExecutor(max(2, workflow_task_slots)),
+                        max_concurrent_workflow_tasks=workflow_task_slots,  # at least 2: the SDK's minimum
+                        workflow_task_executor=concurrent.futures.ThreadPoolExecutor(workflow_task_slots),
                         workflow_runner=workflow_runner())
         _allow_slow_activations(worker)
         async with worker:

@@ -19,20 +19,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from timeline.runtime.settings import add_endpoint_options, endpoints, home
+from timeline.runtime.settings import add_endpoint_options, endpoints, home, whole_number_at_least
 from timeline.sources.eventplatform import STREAMS
 
 __all__ = ["add_ingest_options", "add_parsers", "ingest_command"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number > 0")
-    return value
+_positive_int = whole_number_at_least(1)
 
 
 def add_parsers(sub) -> None:

@@ -29,7 +29,13 @@ from timeline.runtime.registry import (
     remove_spec,
     start_option,
 )
-from timeline.runtime.settings import WORKFLOW_TASK_SLOTS, Endpoints, add_endpoint_options, endpoints
+from timeline.runtime.settings import (
+    WORKFLOW_TASK_SLOTS,
+    Endpoints,
+    add_endpoint_options,
+    endpoints,
+    whole_number_at_least,
+)
 from timeline.store import open_store
 
 
@@ -340,8 +346,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("worker", help="run a Temporal worker for the node workflows and activities")
     add_endpoint_options(w)
     w.add_argument("--task-queue", default="timeline", help="task queue (default timeline)")
-    w.add_argument("--max-concurrent-workflow-tasks", type=int, default=WORKFLOW_TASK_SLOTS, metavar="N",
-                   help=f"workflow tasks run at once (default {WORKFLOW_TASK_SLOTS}): they share one core "
+    w.add_argument("--max-concurrent-workflow-tasks", type=whole_number_at_least(2), default=WORKFLOW_TASK_SLOTS,
+                   metavar="N",
+                   help=f"workflow tasks run at once (at least 2, default {WORKFLOW_TASK_SLOTS}): they share one core "
                         "(Python's GIL), and one that does not yield within 2 s fails (deadlock detection), "
                         "so more at once only makes each slower; run more workers for more cores")
     add_operate_options(w)

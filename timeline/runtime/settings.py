@@ -81,3 +81,19 @@ def add_endpoint_options(p: argparse.ArgumentParser, temporal=True, pulsar=True,
 # once keep the core busy while others wait on the server (`timeline worker
 # --max-concurrent-workflow-tasks`).
 WORKFLOW_TASK_SLOTS = 4
+
+
+def whole_number_at_least(minimum: int):
+    """An argparse type: a whole number of at least `minimum`, else a clear usage error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number > 0" if minimum == 1 else
+                f"{text!r} is not a whole number of at least {minimum}")
+        return value
+
+    return parse
